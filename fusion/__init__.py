@@ -1,0 +1,9 @@
+"""fusion: multimodal deep learning for oncology (DESIGN §5 is the contract of this API)."""
+
+from fusion.api import compose, predict, train
+from fusion.data.cohort import Cohort, CohortError
+from fusion.modalities.base import Modality, ModalityError
+from fusion.model import FusionModel
+
+__all__ = ["Cohort", "CohortError", "FusionModel", "Modality", "ModalityError", "compose", "predict", "train"]
+__version__ = "0.1.0"

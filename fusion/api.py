@@ -1,0 +1,52 @@
+"""The Python API: the same runs as the CLI, from a notebook or a script.
+
+    import fusion
+    cfg = fusion.compose(["experiment=quickstart", "modality=[genomics,ehr]"])
+    metrics = fusion.train(cfg, output_dir="runs/tabular")
+    table = fusion.predict("runs/tabular/checkpoints/last.ckpt", "cohort/manifest.csv")
+
+Your own modality: subclass `fusion.Modality`, then either pass instances to `train(...,
+modalities={...})` or point a YAML at the class with `_target_` and select it by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from omegaconf import DictConfig
+
+from fusion.modalities.base import Modality
+from fusion.prediction import predict_manifest
+from fusion.training import run_training
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The config `fusion-train` would run with these command-line overrides."""
+    with initialize_config_module(config_module="fusion.conf", version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def train(
+    cfg: DictConfig | Sequence[str] = (),
+    output_dir: str | Path = "outputs/api",
+    modalities: dict[str, Modality] | Sequence[Modality] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate; returns the metrics written to `output_dir/metrics.json`.
+
+    `modalities` (instances) replace the config's modality selection; everything else comes from `cfg`.
+    """
+    if not isinstance(cfg, DictConfig):
+        cfg = compose(cfg)
+    if modalities is not None and not isinstance(modalities, dict):
+        modalities = {m.name: m for m in modalities}
+    return run_training(cfg, output_dir=output_dir, modalities=modalities)
+
+
+def predict(ckpt_path: str | Path, manifest: str | Path, output: str | Path | None = None) -> pd.DataFrame:
+    """Predict every patient of a manifest with a trained checkpoint (any modality may be missing)."""
+    return predict_manifest(ckpt_path, manifest, output=output)

@@ -1,0 +1,19 @@
+"""fusion-cv cv.folds=K cv.repeats=R: patient-level k-fold cross-validation of a training config."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from fusion.cli.common import report_user_errors
+from fusion.cross_validation import run_cross_validation
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="cv")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    run_cross_validation(cfg, output_dir=cfg.paths.output_dir)
+
+
+if __name__ == "__main__":
+    main()

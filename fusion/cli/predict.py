@@ -1,0 +1,27 @@
+"""fusion-predict ckpt_path=CKPT data.manifest=PATH: predictions.csv for every patient of a manifest."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from fusion.cli.common import report_user_errors
+from fusion.prediction import predict_manifest
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    frame = predict_manifest(
+        cfg.ckpt_path,
+        cfg.data.manifest,
+        output=cfg.output,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        accelerator=cfg.accelerator,
+    )
+    print(f"wrote {len(frame)} predictions to {cfg.output}")
+
+
+if __name__ == "__main__":
+    main()

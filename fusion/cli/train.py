@@ -1,0 +1,19 @@
+"""fusion-train: fit on the train split, select on val, evaluate on test (DESIGN §4)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from fusion.cli.common import report_user_errors
+from fusion.training import run_training
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    run_training(cfg, output_dir=cfg.paths.output_dir)
+
+
+if __name__ == "__main__":
+    main()

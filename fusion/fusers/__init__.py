@@ -1,0 +1,6 @@
+"""Fusers: {modality: (tokens, present)} -> patient embedding."""
+
+from fusion.fusers.concat import ConcatFuser
+from fusion.fusers.transformer import TransformerFuser
+
+__all__ = ["ConcatFuser", "TransformerFuser"]

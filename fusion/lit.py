@@ -1,0 +1,148 @@
+"""LightningModule: optimisation, masked multi-task loss, logging and whole-set metrics only.
+
+Metrics are computed once per epoch on the predictions of the whole split (a C-index or AUROC
+averaged over batches would be wrong), and `val/score` — the mean of the heads' primary metrics —
+is what checkpointing and early stopping select on by default.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from fusion.model import FusionModel
+
+
+class LitFusion(L.LightningModule):
+    """Args:
+    model: the `FusionModel`.
+    lr, weight_decay: AdamW settings; `scheduler` "cosine" or None.
+    checkpoint_extras: stored in every checkpoint under "fusion" (resolved config, fitted modality state),
+        so `fusion-predict` can rebuild the whole pipeline from the checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        model: FusionModel,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        scheduler: str | None = "cosine",
+        checkpoint_extras: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay, self.scheduler_name = lr, weight_decay, scheduler
+        self.checkpoint_extras = checkpoint_extras or {}
+        self._outputs: dict[str, list[dict[str, Any]]] = {}
+        self.last_metrics: dict[str, float] = {}
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model(inputs)
+
+    def total_loss(
+        self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Weighted sum of the heads' losses; heads with no labelled row in this batch add nothing."""
+        parts = {}
+        for name, head in self.model.heads.items():
+            loss = head.loss(outputs[name], labels[name])
+            if loss is not None:
+                parts[name] = loss
+        if not parts:
+            return None, parts
+        total = sum(self.model.heads[n].weight * loss for n, loss in parts.items())
+        return total, parts
+
+    # ------------------------------------------------------------------ train
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        outputs = self(batch["inputs"])
+        total, parts = self.total_loss(outputs, batch["labels"])
+        if total is None:
+            return None  # no labelled patient in this batch: Lightning skips the step
+        size = len(batch["patient_id"])
+        self.log("train/loss", total, batch_size=size, prog_bar=True, on_step=False, on_epoch=True)
+        for name, loss in parts.items():
+            self.log(f"train/{name}_loss", loss, batch_size=size, on_step=False, on_epoch=True)
+        return total
+
+    # ------------------------------------------------------------------ eval
+    def _collect(self, stage: str, batch: dict[str, Any]) -> None:
+        outputs = self(batch["inputs"])
+        self._outputs.setdefault(stage, []).append(
+            {
+                "out": {k: v.detach().float().cpu() for k, v in outputs.items()},
+                "labels": {k: v.cpu() for k, v in batch["labels"].items()},
+            }
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect("test", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        collected = self._outputs.pop(stage, [])
+        if not collected:
+            return
+        out = {k: torch.cat([c["out"][k] for c in collected]) for k in collected[0]["out"]}
+        labels = {k: torch.cat([c["labels"][k] for c in collected]) for k in collected[0]["labels"]}
+        metrics = epoch_metrics(self.model, out, labels)
+        total, _ = self.total_loss(out, labels)
+        metrics["loss"] = math.nan if total is None else float(total)
+        self.last_metrics.update({f"{stage}/{k}": v for k, v in metrics.items()})
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val")
+
+    # ------------------------------------------------------------------ predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        outputs = self(batch["inputs"])
+        columns: dict[str, Any] = {"patient_id": batch["patient_id"]}
+        for name, head in self.model.heads.items():
+            columns.update({k: v.detach().cpu() for k, v in head.predictions(outputs[name]).items()})
+        return columns
+
+    # ------------------------------------------------------------------ optim
+    def configure_optimizers(self) -> Any:
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "embedding" in name else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+        )
+        if self.scheduler_name is None:
+            return optimizer
+        if self.scheduler_name != "cosine":
+            raise ValueError(f"optim.scheduler must be 'cosine' or null, got '{self.scheduler_name}'")
+        epochs = max(1, self.trainer.max_epochs or 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=epochs, eta_min=self.lr * 0.01
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["fusion"] = self.checkpoint_extras
+
+
+def epoch_metrics(model: FusionModel, out: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict:
+    """Every head's metrics on whole-split outputs, plus `score`: the mean of the primary metrics."""
+    metrics: dict[str, float] = {}
+    primary = []
+    for name, head in model.heads.items():
+        head_metrics = head.metrics(out[name], labels[name])
+        metrics.update(head_metrics)
+        value = head_metrics.get(head.primary_metric, math.nan)
+        if not math.isnan(value):
+            primary.append(value)
+    metrics["score"] = sum(primary) / len(primary) if primary else math.nan
+    return metrics

@@ -1,0 +1,6 @@
+"""Metric functions on whole-set predictions (DESIGN §4 names them)."""
+
+from fusion.metrics.classification import balanced_accuracy, binary_auroc, macro_auroc
+from fusion.metrics.survival import harrell_cindex
+
+__all__ = ["balanced_accuracy", "binary_auroc", "harrell_cindex", "macro_auroc"]

@@ -1,0 +1,112 @@
+"""The `Modality` contract: everything `fusion` knows about one kind of patient input.
+
+A modality owns the whole path from a cohort entry to an embedding:
+
+    gather(cohort)   patient_id -> reference (a path, a table row) or None when missing
+    check(ref)       cheap problems with one reference, found before training (fusion-validate)
+    load(ref)        read + deterministic preprocessing; state-free, so the result can be cached
+    fit(items)       learn state (normalisers, vocabularies) from *training* items only
+    transform(item)  apply fitted state, plus random augmentation when `train=True`
+    collate(items)   batch the items of the patients who *have* this modality
+    build_encoder()  nn.Module: collated batch -> (n, n_tokens, out_dim) or (n, out_dim)
+
+The fuser learns nothing about a modality beyond `out_dim`. Missing data is never an error:
+a patient without this modality simply has no item, and the model masks it out.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from fusion.data.cohort import Cohort
+
+ON_ERROR_POLICIES = ("raise", "drop_modality")
+
+
+class ModalityError(ValueError):
+    """A broken input (not a missing one): names the patient, the modality, the file and the problem."""
+
+    def __init__(self, patient_id: str, modality: str, problem: str, file: str | Path | None = None):
+        self.patient_id, self.modality, self.problem, self.file = patient_id, modality, problem, file
+        where = f", file '{file}'" if file is not None else ""
+        super().__init__(f"patient '{patient_id}', modality '{modality}'{where}: {problem}")
+
+
+class Modality(ABC):
+    """Base class for built-in and user modalities.
+
+    Args:
+        name: key of this modality in batches, configs and the fuser (e.g. ``ct``).
+        column: manifest column holding each patient's path; defaults to ``name``.
+        on_error: ``raise`` (broken input stops the run before training) or ``drop_modality``
+            (warn and treat the modality as missing for that patient).
+    """
+
+    #: True when `fit` learns something; the data module then loads training items to fit on.
+    needs_fit: bool = False
+
+    def __init__(self, name: str, column: str | None = None, on_error: str = "raise"):
+        if on_error not in ON_ERROR_POLICIES:
+            raise ValueError(
+                f"modality '{name}': on_error must be one of {ON_ERROR_POLICIES}, got '{on_error}'"
+            )
+        self.name = name
+        self.column = column or name
+        self.on_error = on_error
+
+    # ----------------------------------------------------------------- cohort side
+    def gather(self, cohort: Cohort) -> dict[str, Any]:
+        """patient_id -> reference to this patient's raw input, or None when missing.
+
+        Default: the manifest column ``self.column`` holds a path relative to the manifest folder.
+        """
+        return cohort.paths(self.column)
+
+    def check(self, ref: Any) -> list[str]:
+        """Cheap problems with one patient's reference (no full read). Default: the path exists."""
+        if isinstance(ref, Path) and not ref.exists():
+            return [f"path does not exist: {ref}"]
+        return []
+
+    # ----------------------------------------------------------------- data side
+    @abstractmethod
+    def load(self, ref: Any) -> Any:
+        """Read one patient's input and apply the deterministic preprocessing (cacheable)."""
+
+    def fit(self, items: list[Any]) -> None:  # noqa: B027 - optional hook, not abstract
+        """Learn state from the training split's loaded items. Default: nothing to learn."""
+
+    def transform(self, item: Any, train: bool) -> Any:
+        """Apply fitted state, and random augmentation when ``train``. Default: identity."""
+        return item
+
+    def collate(self, items: list[Any]) -> Any:
+        """Batch the items of the patients who have this modality. Default: stack tensors."""
+        return torch.stack([torch.as_tensor(x) for x in items])
+
+    # ----------------------------------------------------------------- model side
+    @abstractmethod
+    def build_encoder(self) -> nn.Module:
+        """The encoder for this modality; called after `fit`, so it may depend on fitted state."""
+
+    @property
+    @abstractmethod
+    def out_dim(self) -> int:
+        """Feature size of the encoder's output tokens."""
+
+    # ----------------------------------------------------------------- fitted state
+    def state_dict(self) -> dict[str, Any]:
+        """Fitted state to store in checkpoints (plain Python / numpy values). Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what `state_dict` returned (used by fusion-predict)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

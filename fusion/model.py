@@ -1,0 +1,70 @@
+"""FusionModel: encoders -> fuser -> heads, a plain `nn.Module` (no Lightning, Hydra or files).
+
+Batch contract (built by `fusion.data.collate`):
+    inputs = {modality: {"present": (B,) bool, "data": collated items of the present rows only}}
+Each encoder runs on the present rows only (no compute is spent on absent inputs), and its
+output is scattered back into a zero-filled (B, n_tokens, d) tensor that the fuser masks out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fusion.fusers.base import as_tokens
+from fusion.heads.base import Head
+
+
+class FusionModel(nn.Module):
+    """Args:
+    encoders: modality name -> encoder.
+    out_dims: modality name -> feature size of its encoder's output (`Modality.out_dim`).
+    fuser: maps {name: (tokens, present)} to (B, d) — see `fusion.fusers.base`.
+    heads: the prediction heads (a list, or name -> head).
+    """
+
+    def __init__(
+        self,
+        encoders: dict[str, nn.Module],
+        out_dims: dict[str, int],
+        fuser: nn.Module,
+        heads: dict[str, Head] | list[Head],
+    ):
+        super().__init__()
+        if set(encoders) != set(out_dims):
+            raise ValueError(
+                f"encoders {sorted(encoders)} and out_dims {sorted(out_dims)} name different modalities"
+            )
+        self.out_dims = dict(out_dims)
+        if isinstance(heads, list | tuple):
+            heads = {h.name: h for h in heads}
+        if not heads:
+            raise ValueError("FusionModel needs at least one head")
+        self.encoders = nn.ModuleDict(encoders)
+        self.fuser = fuser
+        self.heads = nn.ModuleDict(heads)
+
+    def encode(self, inputs: dict[str, dict[str, Any]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Run each encoder on its present rows; return name -> (tokens (B, T, d), present (B,))."""
+        encoded = {}
+        for name, encoder in self.encoders.items():
+            present = inputs[name]["present"]
+            batch = present.shape[0]
+            if present.any():
+                tokens = as_tokens(encoder(inputs[name]["data"]))
+                full = tokens.new_zeros((batch, *tokens.shape[1:]))
+                full[present] = tokens
+            else:  # nobody in this batch has it: one zero token, fully masked by the fuser
+                full = torch.zeros(batch, 1, self.out_dims[name], device=present.device)
+            encoded[name] = (full, present)
+        return encoded
+
+    def embed(self, inputs: dict[str, dict[str, Any]]) -> torch.Tensor:
+        """The fused patient embedding (B, d)."""
+        return self.fuser(self.encode(inputs))
+
+    def forward(self, inputs: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        z = self.embed(inputs)
+        return {name: head(z) for name, head in self.heads.items()}

@@ -1,0 +1,175 @@
+"""3D volume encoders: (n, C, D, H, W) -> (n, out_dim), built by name for the imaging modalities.
+
+Every encoder ends in one embedding per volume, so the fuser sees one token per imaging modality.
+The networks are MONAI's; this file only picks sensible small defaults and adds the projection
+to `out_dim`. Nothing is downloaded: pretrained backbones come from local files only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.networks import nets
+from monai.networks.blocks import PatchEmbeddingBlock, ResidualUnit
+from torch import nn
+
+
+class ConvVolumeEncoder(nn.Module):
+    """Small residual 3D CNN + global average pooling + linear: the cheap CPU default (`cnn`).
+
+    Global pooling (rather than MONAI `Regressor`'s flatten) keeps the encoder independent of the
+    input size, so `spatial_size` can be changed without touching the encoder.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_dim: int,
+        channels: Sequence[int] = (8, 16, 32),
+        strides: Sequence[int] = (2, 2, 2),
+        subunits: int = 2,
+        norm: str | tuple = "instance",
+        act: str | tuple = "prelu",
+        dropout: float | None = None,
+    ):
+        super().__init__()
+        if len(channels) != len(strides):
+            raise ValueError(f"cnn encoder: {len(channels)} channels but {len(strides)} strides given")
+        blocks, c_in = [], in_channels
+        for c_out, stride in zip(channels, strides, strict=True):
+            blocks.append(
+                ResidualUnit(
+                    spatial_dims=3,
+                    in_channels=c_in,
+                    out_channels=c_out,
+                    strides=stride,
+                    subunits=subunits,
+                    norm=norm,
+                    act=act,
+                    dropout=dropout,
+                )
+            )
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.head = nn.Linear(c_in, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+class ViTVolumeEncoder(nn.Module):
+    """Vision transformer over 3D patches; tokens are mean-pooled and projected to `out_dim`.
+
+    MONAI's patch embedding (conv projection + learnable positions) feeds a pre-norm
+    `nn.TransformerEncoder` -- the same layout as MONAI's `ViT`, which cannot be used here because
+    it needs the optional `einops` package. Defaults are deliberately tiny (2 layers, hidden 96) so
+    it runs on CPU; scale them up via `encoder_kwargs` on a GPU. `patch_size` must divide `spatial_size`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_dim: int,
+        spatial_size: Sequence[int],
+        patch_size: int | Sequence[int] = 8,
+        hidden_size: int = 96,
+        mlp_dim: int = 192,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout_rate: float = 0.0,
+    ):
+        super().__init__()
+        patch = [patch_size] * 3 if isinstance(patch_size, int) else list(patch_size)
+        if len(patch) != 3 or any(s % p for s, p in zip(spatial_size, patch, strict=True)):
+            raise ValueError(f"vit encoder: patch_size {patch} must divide spatial_size {list(spatial_size)}")
+        self.patches = PatchEmbeddingBlock(
+            in_channels=in_channels,
+            img_size=tuple(spatial_size),
+            patch_size=tuple(patch),
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            proj_type="conv",
+            pos_embed_type="learnable",
+            dropout_rate=dropout_rate,
+            spatial_dims=3,
+        )
+        layer = nn.TransformerEncoderLayer(
+            hidden_size,
+            num_heads,
+            mlp_dim,
+            dropout_rate,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.head = nn.Linear(hidden_size, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.norm(self.blocks(self.patches(x)))
+        return self.head(tokens.mean(dim=1))
+
+
+def _resnet(depth: int) -> Callable[..., nn.Module]:
+    def build(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any) -> nn.Module:
+        pretrained = kwargs.pop("pretrained", False)
+        # MONAI would download MedicalNet weights for pretrained=True; only a local file is allowed.
+        if pretrained is True:
+            raise ValueError(
+                f"resnet{depth} encoder: pretrained=True would download weights; "
+                "give the path of a local MedicalNet-style state dict instead"
+            )
+        backbone = getattr(nets, f"resnet{depth}")(
+            pretrained=pretrained or False,
+            spatial_dims=3,
+            n_input_channels=in_channels,
+            feed_forward=False,
+            **kwargs,
+        )
+        return nn.Sequential(backbone, nn.Linear(backbone.in_planes, out_dim))
+
+    return build
+
+
+def _densenet121(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any) -> nn.Module:
+    if kwargs.get("pretrained"):
+        raise ValueError("densenet121 encoder: pretrained weights would be downloaded (and are 2D only)")
+    if min(spatial_size) < 32:
+        raise ValueError(f"densenet121 encoder: spatial_size {list(spatial_size)} is below its minimum of 32")
+    return nets.DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=out_dim, **kwargs)
+
+
+def _cnn(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any) -> nn.Module:
+    return ConvVolumeEncoder(in_channels, out_dim, **kwargs)
+
+
+def _vit(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any) -> nn.Module:
+    return ViTVolumeEncoder(in_channels, out_dim, spatial_size, **kwargs)
+
+
+VOLUME_ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "cnn": _cnn,
+    "resnet10": _resnet(10),
+    "resnet18": _resnet(18),
+    "resnet34": _resnet(34),
+    "resnet50": _resnet(50),
+    "densenet121": _densenet121,
+    "vit": _vit,
+}
+
+
+def build_volume_encoder(
+    name: str, in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any
+) -> nn.Module:
+    """An encoder mapping (n, in_channels, *spatial_size) to (n, out_dim); `kwargs` go to the network."""
+    if name not in VOLUME_ENCODERS:
+        raise ValueError(f"unknown volume encoder '{name}'; known: {sorted(VOLUME_ENCODERS)}")
+    if len(spatial_size) != 3:
+        raise ValueError(
+            f"volume encoder '{name}': spatial_size must have 3 values, got {list(spatial_size)}"
+        )
+    return VOLUME_ENCODERS[name](int(in_channels), int(out_dim), [int(s) for s in spatial_size], **kwargs)

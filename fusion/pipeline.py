@@ -1,0 +1,105 @@
+"""Build the parts of a run from a config: modalities, heads, fuser, model, data module.
+
+Shared by `fusion-train`, `fusion-cv`, `fusion-predict`, `fusion-validate` and the Python API, so
+every entry point builds exactly the same thing from the same config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fusion.data.cohort import Cohort
+from fusion.data.datamodule import FusionDataModule
+from fusion.heads.base import Head
+from fusion.modalities.base import Modality
+from fusion.model import FusionModel
+
+
+def build_modalities(cfg: DictConfig) -> dict[str, Modality]:
+    """One `Modality` per entry of `cfg.modality` (the config key is the modality's name)."""
+    nodes = cfg.get("modality") or {}
+    if not nodes:
+        raise ValueError("no modality selected: choose some with 'modality=[ct,genomics,...]'")
+    modalities = {}
+    for key, node in nodes.items():
+        modality = instantiate(node, _convert_="all")
+        if not isinstance(modality, Modality):
+            raise TypeError(
+                f"modality.{key}: _target_ must build a fusion.Modality, got {type(modality).__name__}"
+            )
+        if modality.name != key:
+            raise ValueError(
+                f"modality.{key}: its name is '{modality.name}'; the config key and name must match"
+            )
+        modalities[key] = modality
+    return modalities
+
+
+def build_heads(cfg: DictConfig) -> dict[str, Head]:
+    """One head per entry of `cfg.head`, sized to the fuser's output (`cfg.fuser.d_model`)."""
+    nodes = cfg.get("head") or {}
+    if not nodes:
+        raise ValueError("no head selected: choose some with 'head=[grade,survival,response]'")
+    heads = {}
+    for key, node in nodes.items():
+        head = instantiate(node, in_dim=cfg.fuser.d_model, _convert_="all")
+        if head.name != key:
+            raise ValueError(f"head.{key}: its name is '{head.name}'; the config key and name must match")
+        heads[key] = head
+    return heads
+
+
+def build_model(cfg: DictConfig, modalities: dict[str, Modality], heads: dict[str, Head]) -> FusionModel:
+    """Encoders (after the modalities are fitted) -> fuser -> heads."""
+    out_dims = {name: int(m.out_dim) for name, m in modalities.items()}
+    fuser = instantiate(cfg.fuser, in_dims=out_dims, _convert_="all")
+    if fuser.out_dim != cfg.fuser.d_model:
+        raise ValueError(f"fuser.out_dim {fuser.out_dim} != fuser.d_model {cfg.fuser.d_model}")
+    encoders = {name: m.build_encoder() for name, m in modalities.items()}
+    return FusionModel(encoders, out_dims, fuser, heads)
+
+
+def build_datamodule(
+    cfg: DictConfig,
+    cohort: Cohort,
+    modalities: dict[str, Modality],
+    heads: dict[str, Head],
+    splits: dict[str, list[str]] | None = None,
+    fit_modalities: bool = True,
+) -> FusionDataModule:
+    data = cfg.data
+    return FusionDataModule(
+        cohort,
+        modalities,
+        heads,
+        splits=splits,
+        split=OmegaConf.to_container(data.split, resolve=True),
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        pin_memory=data.get("pin_memory", False),
+        cache=data.get("cache", True),
+        fit_modalities=fit_modalities,
+    )
+
+
+def to_plain(value: Any) -> Any:
+    """numpy/tensor values -> lists and floats, so checkpoints load with `weights_only=True`."""
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "tolist") and hasattr(value, "detach"):
+        return value.detach().cpu().tolist()
+    return value
+
+
+def modality_states(modalities: dict[str, Modality]) -> dict[str, Any]:
+    return {name: to_plain(m.state_dict()) for name, m in modalities.items()}

@@ -1,0 +1,102 @@
+"""One training run: fit on train, select on val, evaluate and predict on test, write the outputs.
+
+Writes into `output_dir`: `metrics.json` (DESIGN §4 keys), `predictions_test.csv`,
+`checkpoints/` (best on the monitored val metric, plus last), and the loggers' folders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from fusion.data.cohort import Cohort
+from fusion.data.demo import ensure_demo_cohort
+from fusion.lit import LitFusion
+from fusion.modalities.base import Modality
+from fusion.pipeline import build_datamodule, build_heads, build_modalities, build_model, modality_states
+from fusion.predictions import predictions_frame
+
+log = logging.getLogger(__name__)
+
+
+def run_training(
+    cfg: DictConfig,
+    output_dir: str | Path,
+    splits: dict[str, list[str]] | None = None,
+    modalities: dict[str, Modality] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one model; return the metrics written to `metrics.json`."""
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.copy()  # this run's folder: loggers and checkpoints of CV folds must not share one
+    cfg.paths.output_dir = str(output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    manifest = ensure_demo_cohort(cfg)
+    cohort = Cohort.load(manifest)
+    modalities = modalities or build_modalities(cfg)
+    heads = build_heads(cfg)
+    datamodule = build_datamodule(cfg, cohort, modalities, heads, splits=splits)
+    datamodule.setup("fit")  # every cohort problem surfaces here, before any training
+
+    model = build_model(cfg, modalities, heads)
+    extras = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "modality_state": modality_states(modalities),
+    }
+    lit = LitFusion(model, checkpoint_extras=extras, **OmegaConf.to_container(cfg.optim, resolve=True))
+    trainer = _build_trainer(cfg, output_dir)
+    trainer.fit(lit, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt = best or None
+    metrics: dict[str, Any] = {}
+    for stage, run in (("val", trainer.validate), ("test", trainer.test)):
+        if datamodule.records.get(stage):
+            run(lit, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+            metrics.update({k: v for k, v in lit.last_metrics.items() if k.startswith(f"{stage}/")})
+    if datamodule.records.get("test"):
+        batches = trainer.predict(lit, dataloaders=datamodule.test_dataloader(), ckpt_path=ckpt)
+        predictions_frame(batches).to_csv(output_dir / "predictions_test.csv", index=False)
+    metrics.update(_oracle(manifest, datamodule.split_ids().get("test", [])))
+    metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    info = {
+        "best_checkpoint": best,
+        "epochs": trainer.current_epoch,
+        "n_patients": {k: len(v) for k, v in datamodule.split_ids().items()},
+    }
+    (output_dir / "metrics.json").write_text(json.dumps({**metrics, "info": info}, indent=2))
+    _finish_loggers(trainer)
+    log.info("metrics: %s", json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    if not any(isinstance(lg, CSVLogger) for lg in loggers):
+        loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(output_dir))
+
+
+def _finish_loggers(trainer: L.Trainer) -> None:
+    for lg in trainer.loggers:
+        experiment = getattr(lg, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
+
+
+def _oracle(manifest: Path, test_ids: list[str]) -> dict[str, float]:
+    """Best achievable metrics on the test patients when the cohort is synthetic (it ships truth.csv)."""
+    if not test_ids or not (manifest.parent / "truth.csv").exists():
+        return {}
+    from fusion.data.synthetic import oracle_metrics
+
+    return oracle_metrics(manifest.parent, test_ids)

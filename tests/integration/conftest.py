@@ -1,0 +1,57 @@
+"""A tiny demo cohort written once per test session, and the overrides that keep runs fast."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fusion.data.synthetic import write_demo_cohort
+
+TINY = [
+    "trainer.max_epochs=2",
+    "logger=[csv]",
+    "data.batch_size=8",
+    "modality.ct.spatial_size=[16,16,16]",
+    "modality.mri.spatial_size=[16,16,16]",
+    "modality.pet.spatial_size=[16,16,16]",
+    "modality.ct.pixdim=[6,6,6]",
+    "modality.mri.pixdim=[4,4,4]",
+    "modality.pet.pixdim=[8,8,8]",
+    "modality.histology.tile_size=16",
+    "fuser.d_model=16",
+    "fuser.dim_feedforward=32",
+    "~callbacks.progress_bar",
+]
+
+
+def tiny_overrides(*selection: str) -> list[str]:
+    """TINY plus `selection`, without the tuning overrides of modalities the selection leaves out."""
+    chosen = next(
+        (s.split("=", 1)[1].strip("[]").split(",") for s in selection if s.startswith("modality=")), None
+    )
+    keep = [o for o in TINY if chosen is None or not o.startswith("modality.") or o.split(".")[1] in chosen]
+    return [*keep, *selection]
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cohort") / "demo"
+    return write_demo_cohort(
+        out,
+        n_patients=40,
+        seed=1,
+        volume_shape=(16, 16, 16),
+        tile_size=16,
+        tiles_per_patient=(2, 5),
+        n_genes=16,
+    )
+
+
+@pytest.fixture
+def cohort_copy(tiny_cohort, tmp_path) -> Path:
+    """A private copy a test may break."""
+    dst = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort.parent, dst)
+    return dst / "manifest.csv"

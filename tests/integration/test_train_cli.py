@@ -1,0 +1,123 @@
+"""fusion-train through Hydra on a tiny generated cohort, and the files it writes (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from fusion import compose
+from fusion.training import run_training
+from tests.integration.conftest import TINY, tiny_overrides
+
+EXPECTED_KEYS = {
+    f"{stage}/{metric}"
+    for stage in ("val", "test")
+    for metric in ("grade_auroc", "grade_balanced_accuracy", "survival_cindex", "response_auroc")
+}
+
+
+def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cohort, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("train_run")
+    result = _run("fusion.cli.train", f"data.manifest={tiny_cohort}", f"hydra.run.dir={run_dir}", *TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir
+
+
+def test_train_writes_metrics_predictions_and_checkpoints(trained, tiny_cohort):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics) >= EXPECTED_KEYS
+    for key in EXPECTED_KEYS:
+        assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0
+    assert {"oracle/grade_auroc", "oracle/survival_cindex", "oracle/response_auroc"} <= set(metrics)
+    predictions = pd.read_csv(trained / "predictions_test.csv")
+    assert list(predictions.columns) == [
+        "patient_id",
+        "grade_prob_0",
+        "grade_prob_1",
+        "grade_prob_2",
+        "risk",
+        "response_prob",
+    ]
+    assert len(predictions) == metrics["info"]["n_patients"]["test"]
+    assert predictions[["grade_prob_0", "grade_prob_1", "grade_prob_2"]].sum(axis=1).round(5).eq(1).all()
+    manifest_ids = set(pd.read_csv(tiny_cohort)["patient_id"])
+    assert set(predictions["patient_id"]) <= manifest_ids
+    assert (trained / "checkpoints" / "last.ckpt").exists()
+    assert (trained / "csv" / "metrics.csv").exists()
+
+
+def test_checkpoint_holds_config_and_fitted_state_but_no_dicom_fields(trained):
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert set(ckpt["fusion"]["modality_state"]) == {"ct", "mri", "pet", "histology", "genomics", "ehr"}
+    raw = (trained / "checkpoints" / "last.ckpt").read_bytes()
+    for fake in (b"FAKE^PATIENT", b"MRN-FAKE", b"ACC-FAKE", b"Fake General Hospital"):
+        assert fake not in raw
+
+
+def test_no_output_contains_dicom_patient_fields(trained):
+    for path in trained.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for fake in (b"FAKE^PATIENT", b"MRN-FAKE", b"ACC-FAKE", b"Fake General Hospital", b"FAKE^DOCTOR"):
+                assert fake not in data, f"{fake!r} found in {path}"
+
+
+def test_predict_with_a_modality_column_emptied_predicts_every_patient(trained, cohort_copy, tmp_path):
+    manifest = pd.read_csv(cohort_copy)
+    manifest["ct"] = None
+    manifest.to_csv(cohort_copy, index=False)
+    out = tmp_path / "pred"
+    result = _run(
+        "fusion.cli.predict",
+        f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+        f"data.manifest={cohort_copy}",
+        f"hydra.run.dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert sorted(predictions["patient_id"]) == sorted(manifest["patient_id"])
+    assert predictions.drop(columns="patient_id").notna().all().all()
+
+
+def test_resume_from_last_checkpoint(trained, tiny_cohort, tmp_path):
+    cfg = compose(
+        [
+            f"data.manifest={tiny_cohort}",
+            *tiny_overrides("trainer.max_epochs=3"),
+            f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+        ]
+    )
+    metrics = run_training(cfg, tmp_path / "resumed")
+    info = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["info"]
+    assert info["epochs"] == 3 and "test/survival_cindex" in metrics
+
+
+@pytest.mark.parametrize("selection", [["modality=[genomics,ehr]"], ["head=[survival]"]])
+def test_modality_and_head_selection_without_code_changes(tiny_cohort, tmp_path, selection):
+    cfg = compose([f"data.manifest={tiny_cohort}", *tiny_overrides(*selection)])
+    metrics = run_training(cfg, tmp_path / "run")
+    predictions = pd.read_csv(tmp_path / "run" / "predictions_test.csv")
+    if selection == ["head=[survival]"]:
+        assert "test/survival_cindex" in metrics
+        assert not any(k.startswith(("test/grade", "test/response")) for k in metrics)
+        assert list(predictions.columns) == ["patient_id", "risk"]
+    else:
+        assert {"test/grade_auroc", "test/survival_cindex", "test/response_auroc"} <= set(metrics)
+        ckpt = torch.load(
+            tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+        )
+        assert set(ckpt["fusion"]["modality_state"]) == {"genomics", "ehr"}
