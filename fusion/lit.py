@@ -100,7 +100,8 @@ class LitFusion(L.LightningModule):
         total, _ = self.total_loss(out, labels)
         metrics["loss"] = math.nan if total is None else float(total)
         self.last_metrics.update({f"{stage}/{k}": v for k, v in metrics.items()})
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val")
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k != "score"})
+        self.log(f"{stage}/score", metrics["score"], prog_bar=stage == "val")
 
     # ------------------------------------------------------------------ predict
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def run_training(
         "modality_state": modality_states(modalities),
     }
     lit = LitFusion(model, checkpoint_extras=extras, **OmegaConf.to_container(cfg.optim, resolve=True))
-    trainer = _build_trainer(cfg, output_dir)
+    trainer = _build_trainer(cfg, output_dir, extras["config"])
     trainer.fit(lit, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -78,10 +78,12 @@ def run_training(
     return metrics
 
 
-def _build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+def _build_trainer(cfg: DictConfig, output_dir: Path, resolved: dict[str, Any]) -> L.Trainer:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):
         loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    for lg in loggers:  # the resolved config beside the metrics (paths and settings only, no patient data)
+        lg.log_hyperparams(resolved)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(output_dir))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -11,6 +12,9 @@ from torchsurv.loss.cox import neg_partial_log_likelihood
 
 from fusion.heads.base import Head
 from fusion.metrics import harrell_cindex
+
+# tied times are expected (follow-up is recorded in days or months); Efron's method handles them
+warnings.filterwarnings("ignore", message="Ties in `time` detected", category=UserWarning)
 
 
 class SurvivalHead(Head):

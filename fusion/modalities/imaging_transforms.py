@@ -8,6 +8,7 @@ Kept apart from the modality class so each piece is testable on its own:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from monai.transforms import (
     ScaleIntensityRange,
     Transform,
 )
+
+# MONAI builds every DICOM reader it knows; the GPU one warns on each load where it is not installed.
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
 
 KINDS = ("ct", "mri", "pet")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

@@ -32,7 +32,8 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tiny_cohort, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("train_run")
-    result = _run("fusion.cli.train", f"data.manifest={tiny_cohort}", f"hydra.run.dir={run_dir}", *TINY)
+    overrides = [o if o != "logger=[csv]" else "logger=[csv,wandb]" for o in TINY]
+    result = _run("fusion.cli.train", f"data.manifest={tiny_cohort}", f"hydra.run.dir={run_dir}", *overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir
 
@@ -58,6 +59,14 @@ def test_train_writes_metrics_predictions_and_checkpoints(trained, tiny_cohort):
     assert set(predictions["patient_id"]) <= manifest_ids
     assert (trained / "checkpoints" / "last.ckpt").exists()
     assert (trained / "csv" / "metrics.csv").exists()
+
+
+def test_wandb_offline_run_holds_the_metrics(trained):
+    runs = list((trained / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, list((trained / "wandb").rglob("*"))
+    data = runs[0].read_bytes()
+    for key in ("train/loss", "val/score", "test/survival_cindex", "test/grade_auroc"):
+        assert key.encode() in data
 
 
 def test_checkpoint_holds_config_and_fitted_state_but_no_dicom_fields(trained):
