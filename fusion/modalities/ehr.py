@@ -22,8 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from fusion.data.cohort import is_missing
-from fusion.modalities.genomics import nan_mean_std, select_table_columns, to_number
-from fusion.modalities.table import TableModality
+from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
 from fusion.nn.tokenizer import FeatureTokenizer
 
 ENCODERS = ("tokens", "mlp")

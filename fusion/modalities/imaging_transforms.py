@@ -8,6 +8,8 @@ Kept apart from the modality class so each piece is testable on its own:
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +33,11 @@ from monai.transforms import (
 
 # MONAI builds every DICOM reader it knows; the GPU one warns on each load where it is not installed.
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+
+# pydicom's validation mode is process-global and `Dataset.to_json_dict` (which MONAI's reader calls
+# for metadata) flips it to strict while it runs: a concurrent DICOM read in another thread then fails
+# on a merely untidy value. DICOM reads are therefore serialised; NIfTI reads stay parallel.
+_DICOM_READ_LOCK = threading.Lock()
 
 KINDS = ("ct", "mri", "pet")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -103,8 +110,10 @@ def read_volume(path: Path) -> MetaTensor:
         reader = PositionSortedDicomReader(fname_regex=None)
     else:
         raise ValueError(f"'{path}': unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
+    lock = _DICOM_READ_LOCK if isinstance(reader, PydicomReader) else contextlib.nullcontext()
     try:
-        image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+        with lock:
+            image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
         image = EnsureChannelFirst()(image)
     except Exception as err:  # any reader failure is a broken file: say which and why
         raise ValueError(f"'{path}': cannot read image: {type(err).__name__}: {err}") from err

@@ -7,11 +7,16 @@ the modality missing; that is not an error.
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
+from fusion.data.cohort import is_missing
 from fusion.modalities.base import Modality
 
 if TYPE_CHECKING:
@@ -42,3 +47,38 @@ class TableModality(Modality):
 
     def check(self, ref: Any) -> list[str]:
         return []
+
+
+def to_number(value: Any) -> float:
+    """One table cell as a finite float; NaN for an empty cell. ValueError names the bad value."""
+    if is_missing(value):
+        return math.nan
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"non-numeric value {value!r}") from None
+    if math.isnan(number):
+        return math.nan
+    if math.isinf(number):
+        raise ValueError(f"infinite value {value!r}")
+    return number
+
+
+def nan_mean_std(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std ignoring NaN; a column with no values gets 0 / 1, a constant one std 1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice" for all-NaN columns
+        mean, std = np.nanmean(matrix, axis=0), np.nanstd(matrix, axis=0)
+    return np.nan_to_num(mean, nan=0.0), np.where(std > 1e-12, std, 1.0)
+
+
+def select_table_columns(
+    frame: pd.DataFrame, wanted: Sequence[str], what: str, table: Path | None
+) -> pd.DataFrame:
+    """`frame[wanted]`, or a ValueError that lists every configured column the table lacks."""
+    absent = [c for c in wanted if c not in frame.columns]
+    if absent:
+        raise ValueError(
+            f"{what} {absent} not found in table '{table}' (it has {len(frame.columns)} columns)"
+        )
+    return frame[list(wanted)]
