@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fusion.data.cohort import Cohort
 from fusion.data.datamodule import FusionDataModule
+from fusion.errors import ConfigError
 from fusion.heads.base import Head
 from fusion.modalities.base import Modality
 from fusion.model import FusionModel
@@ -23,7 +24,7 @@ def build_modalities(cfg: DictConfig) -> dict[str, Modality]:
     """One `Modality` per entry of `cfg.modality` (the config key is the modality's name)."""
     nodes = cfg.get("modality") or {}
     if not nodes:
-        raise ValueError("no modality selected: choose some with 'modality=[ct,genomics,...]'")
+        raise ConfigError("no modality selected: choose some with 'modality=[ct,genomics,...]'")
     modalities = {}
     for key, node in nodes.items():
         modality = instantiate(node, _convert_="all")
@@ -32,7 +33,7 @@ def build_modalities(cfg: DictConfig) -> dict[str, Modality]:
                 f"modality.{key}: _target_ must build a fusion.Modality, got {type(modality).__name__}"
             )
         if modality.name != key:
-            raise ValueError(
+            raise ConfigError(
                 f"modality.{key}: its name is '{modality.name}'; the config key and name must match"
             )
         modalities[key] = modality
@@ -43,12 +44,12 @@ def build_heads(cfg: DictConfig) -> dict[str, Head]:
     """One head per entry of `cfg.head`, sized to the fuser's output (`cfg.fuser.d_model`)."""
     nodes = cfg.get("head") or {}
     if not nodes:
-        raise ValueError("no head selected: choose some with 'head=[grade,survival,response]'")
+        raise ConfigError("no head selected: choose some with 'head=[grade,survival,response]'")
     heads = {}
     for key, node in nodes.items():
         head = instantiate(node, in_dim=cfg.fuser.d_model, _convert_="all")
         if head.name != key:
-            raise ValueError(f"head.{key}: its name is '{head.name}'; the config key and name must match")
+            raise ConfigError(f"head.{key}: its name is '{head.name}'; the config key and name must match")
         heads[key] = head
     return heads
 
@@ -58,7 +59,7 @@ def build_model(cfg: DictConfig, modalities: dict[str, Modality], heads: dict[st
     out_dims = {name: int(m.out_dim) for name, m in modalities.items()}
     fuser = instantiate(cfg.fuser, in_dims=out_dims, _convert_="all")
     if fuser.out_dim != cfg.fuser.d_model:
-        raise ValueError(f"fuser.out_dim {fuser.out_dim} != fuser.d_model {cfg.fuser.d_model}")
+        raise ConfigError(f"fuser.out_dim {fuser.out_dim} != fuser.d_model {cfg.fuser.d_model}")
     encoders = {name: m.build_encoder() for name, m in modalities.items()}
     return FusionModel(encoders, out_dims, fuser, heads)
 

@@ -9,10 +9,18 @@ from collections.abc import Callable
 from typing import Any
 
 from fusion.data.cohort import CohortError
+from fusion.errors import ConfigError
 from fusion.fusers.base import MissingAllModalitiesError
 from fusion.modalities.base import ModalityError
 
-USER_ERRORS = (CohortError, ModalityError, MissingAllModalitiesError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (
+    CohortError,
+    ConfigError,
+    ModalityError,
+    MissingAllModalitiesError,
+    FileNotFoundError,
+    FileExistsError,
+)
 log = logging.getLogger("fusion")
 
 

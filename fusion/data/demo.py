@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fusion.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -22,7 +24,7 @@ def ensure_demo_cohort(cfg: DictConfig) -> Path:
     """The manifest path of `cfg.data.manifest`, writing the demo cohort there first if configured."""
     manifest = cfg.data.get("manifest")
     if manifest is None:
-        raise ValueError(
+        raise ConfigError(
             "no cohort given: set data.manifest=PATH (or use experiment=quickstart for the demo)"
         )
     manifest = Path(str(manifest)).expanduser().resolve()
@@ -32,7 +34,7 @@ def ensure_demo_cohort(cfg: DictConfig) -> Path:
             raise FileNotFoundError(f"data.manifest: no such file: {manifest}")
         return manifest
     if manifest.name != "manifest.csv":
-        raise ValueError(f"data.demo writes 'manifest.csv'; data.manifest must end with it, got {manifest}")
+        raise ConfigError(f"data.demo writes 'manifest.csv'; data.manifest must end with it, got {manifest}")
     write_demo_atomically(manifest.parent, **OmegaConf.to_container(demo, resolve=True))
     return manifest
 
