@@ -82,7 +82,8 @@ def build_datamodule(
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         pin_memory=data.get("pin_memory", False),
-        cache=data.get("cache", True),
+        cache=data.get("cache", "memory"),
+        cache_dir=data.get("cache_dir"),
         fit_modalities=fit_modalities,
     )
 

@@ -54,7 +54,10 @@ def validate_cohort(cfg: DictConfig, deep: bool = True) -> ValidationReport:
     records, problems = collect_records(cohort, modalities, heads)
     if deep:
         flagged = {(p.patient_id, p.column) for p in problems}
-        store = ItemStore(modalities)
+        # the run's own cache settings: with data.cache=disk a deep validation fills the cache training reuses
+        store = ItemStore(
+            modalities, cache=cfg.data.get("cache", "memory"), cache_dir=cfg.data.get("cache_dir")
+        )
         readable = [
             r for r in records if all((r.patient_id, modalities[m].column) not in flagged for m in r.refs)
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -25,7 +26,11 @@ class FusionDataModule(L.LightningDataModule):
     splits: explicit {"train"|"val"|"test"|"predict": [patient ids]}; None = stratified split from `split`.
     split: {"val": frac, "test": frac, "seed": int, "stratify_by": [head names]}.
     fit_modalities: learn modality state on the training split (False when it comes from a checkpoint).
-    cache: load every input once before training (errors reported up front) and keep it in memory.
+    cache: where loaded inputs are kept: ``memory`` (default), ``disk`` (a persistent cache under
+        `cache_dir`, read on access) or ``none`` (load on every access); ``True``/``False`` mean
+        memory/none. With memory and disk every input is loaded or found before training, so broken
+        inputs are reported before epoch 1. See `fusion.data.item_store`.
+    cache_dir: folder of the disk cache (``data.cache_dir``), needed for ``disk``.
     """
 
     def __init__(
@@ -38,7 +43,8 @@ class FusionDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
-        cache: bool = True,
+        cache: str | bool = "memory",
+        cache_dir: str | Path | None = None,
         fit_modalities: bool = True,
     ):
         super().__init__()
@@ -46,8 +52,9 @@ class FusionDataModule(L.LightningDataModule):
         self.split_cfg = {"val": 0.15, "test": 0.2, "seed": 0, "stratify_by": None, **(split or {})}
         self.splits = splits
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.cache, self.fit_modalities = cache, fit_modalities
-        self.store = ItemStore(modalities)
+        self.fit_modalities = fit_modalities
+        self.store = ItemStore(modalities, cache=cache, cache_dir=cache_dir)
+        self.cache = self.store.mode
         self.records: dict[str, list[PatientRecord]] = {}
         self.excluded: list[str] = []  # patients with none of the selected modalities
         self._ready = False
@@ -77,7 +84,7 @@ class FusionDataModule(L.LightningDataModule):
         self.records = {name: [by_id[p] for p in ids if p in by_id] for name, ids in splits.items()}
         for name, recs in self.records.items():
             log.info("%s: %d patients", name, len(recs))
-        if self.cache:
+        if self.cache != "none":
             self.store.load_all([r for recs in self.records.values() for r in recs])
         if self.fit_modalities:
             self._fit_modalities(self.records.get("train", []))

@@ -5,6 +5,7 @@ A modality owns the whole path from a cohort entry to an embedding:
     gather(cohort)   patient_id -> reference (a path, a table row) or None when missing
     check(ref)       cheap problems with one reference, found before training (fusion-validate)
     load(ref)        read + deterministic preprocessing; state-free, so the result can be cached
+    cache_key()      the settings `load` depends on (part of the disk-cache key, `data.cache=disk`)
     fit(items)       learn state (normalisers, vocabularies) from *training* items only
     transform(item)  apply fitted state, plus random augmentation when `train=True`
     collate(items)   batch the items of the patients who *have* this modality
@@ -16,8 +17,11 @@ a patient without this modality simply has no item, and the model masks it out.
 
 from __future__ import annotations
 
+import inspect
+import json
 from abc import ABC, abstractmethod
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -90,6 +94,32 @@ class Modality(ABC):
         """Batch the items of the patients who have this modality. Default: stack tensors."""
         return torch.stack([torch.as_tensor(x) for x in items])
 
+    def cache_key(self) -> str:
+        """Stable JSON of the settings `load` depends on; part of the disk-cache key (`data.cache=disk`).
+
+        Default: every constructor argument (of this class and its bases) that the instance keeps
+        under the same attribute name with a plain value (str, number, bool, None, path, or lists /
+        dicts of those), sorted by name. Fitted state is not a constructor argument, so `fit` and
+        `load_state_dict` leave the key unchanged. Override it when `load` depends on settings kept
+        under other names or as non-plain objects (a callable, a transform): those are left out here,
+        so changing them would not invalidate cached items. Overriding it to return only what `load`
+        uses also keeps the cache valid when e.g. only the encoder changes.
+        """
+        settings = {}
+        for cls in type(self).__mro__:
+            init = cls.__dict__.get("__init__")
+            if init is None or cls is object:
+                continue
+            for param in inspect.signature(init).parameters.values():
+                if param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                    continue
+                if param.name in settings or not hasattr(self, param.name):
+                    continue
+                value = _plain_setting(getattr(self, param.name))
+                if value is not _NOT_PLAIN:
+                    settings[param.name] = value
+        return json.dumps(settings, sort_keys=True)
+
     # ----------------------------------------------------------------- model side
     @abstractmethod
     def build_encoder(self) -> nn.Module:
@@ -110,3 +140,21 @@ class Modality(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_setting(value: Any) -> Any:
+    """`value` as JSON-ready data (tuples -> lists, paths -> str), or `_NOT_PLAIN`."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        items = {str(k): _plain_setting(v) for k, v in value.items()}
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
+    if isinstance(value, Sequence) and not isinstance(value, bytes):  # lists, tuples, ListConfig
+        items = [_plain_setting(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    return _NOT_PLAIN

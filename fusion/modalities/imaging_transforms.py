@@ -1,23 +1,24 @@
 """Reading and transforming 3D scans for `ImagingModality`: MONAI readers and transforms.
 
 Kept apart from the modality class so each piece is testable on its own:
-`read_volume` (one NIfTI file or DICOM series -> validated channel-first MetaTensor),
+`read_volume` (one NIfTI file or DICOM series -> validated channel-first MetaTensor; DICOM series
+selection, slice-grid checks and multi-frame files in `dicom_series`, PET SUV in `pet_suv`),
 `find_sequence` (MRI sequence files in a folder), `intensity_transform` (per-kind scaling) and
 `augmentation` (train-only random transforms).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import torch
-from monai.data import MetaTensor, NibabelReader, PydicomReader
+from monai.data import MetaTensor, NibabelReader
 from monai.transforms import (
     Compose,
     EnsureChannelFirst,
@@ -30,13 +31,29 @@ from monai.transforms import (
     ScaleIntensityRange,
     Transform,
 )
+from pydicom.pixels import pixel_array
+
+from fusion.modalities.dicom_series import (
+    Series,
+    affine_ras,
+    dicom_files,  # noqa: F401  (re-exported: imaging.py checks folders with it)
+    geometry_tensor,
+    order_planes,
+    read_header,
+    read_multiframe,
+    scan_folder,
+    select_series,
+    slice_plane,
+)
+from fusion.modalities.pet_suv import to_suv
 
 # MONAI builds every DICOM reader it knows; the GPU one warns on each load where it is not installed.
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
 
-# pydicom's validation mode is process-global and `Dataset.to_json_dict` (which MONAI's reader calls
-# for metadata) flips it to strict while it runs: a concurrent DICOM read in another thread then fails
-# on a merely untidy value. DICOM reads are therefore serialised; NIfTI reads stay parallel.
+# pydicom's validation mode is process-global and `Dataset.to_json_dict` (which MONAI's DICOM readers
+# call for metadata) flips it to strict while it runs: a concurrent DICOM read in another thread then
+# fails on a merely untidy value. `read_slices` no longer goes through MONAI, but DICOM reads stay
+# serialised (pydicom's global state, and one large series in memory at a time); NIfTI reads stay parallel.
 _DICOM_READ_LOCK = threading.Lock()
 
 KINDS = ("ct", "mri", "pet")
@@ -47,73 +64,119 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def dicom_files(folder: Path) -> list[Path]:
-    """The files of a DICOM series folder (hidden files and sub-folders are ignored)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _slice_pixels(path: Path) -> np.ndarray:
+    """One slice's stored values (rows, columns), read from `path`: its (header) dataset keeps no pixels."""
+    pixels = pixel_array(str(path))
+    if pixels.ndim != 2:
+        raise ValueError(f"'{path}': pixel data of shape {pixels.shape}, expected one (rows, columns) image")
+    return pixels
 
 
-class PositionSortedDicomReader(PydicomReader):
-    """`PydicomReader` that orders a series by slice position, not by InstanceNumber.
+def read_slices(datasets: Sequence[pydicom.Dataset], files: Sequence[Path], where: Path) -> MetaTensor:
+    """A single-frame series, slices already in order, as a float32 (X, Y, Z) MetaTensor.
 
-    MONAI sorts slices by InstanceNumber, which exporters do not always keep in spatial order.
-    Use with ``fname_regex=None`` so that non-DICOM files in the folder are skipped.
-    Here each slice's ImagePositionPatient is projected on the slice normal (row x column
-    direction cosines) and InstanceNumber is rewritten in memory (files are untouched) so that
-    MONAI stacks -- and computes the affine from first/last slice -- in spatial order.
+    Fills one preallocated float32 volume slice by slice (rescale slope/intercept applied per slice)
+    instead of MONAI's `PydicomReader`, which holds every slice, their stack and its transposed copy at
+    once (about 7x the volume). Values, layout (X = columns, Y = rows, Z = slices) and RAS affine are
+    those `PydicomReader` gives: first/last slice positions, or, without geometry, its identity (axes
+    swapped). The metadata holds geometry only.
     """
+    planes = [slice_plane(ds, f.name) for ds, f in zip(datasets, files, strict=True)]
+    volume: np.ndarray | None = None
+    for k, (ds, path) in enumerate(zip(datasets, files, strict=True)):
+        pixels = _slice_pixels(path)
+        if volume is None:
+            volume = np.empty((pixels.shape[1], pixels.shape[0], len(datasets)), dtype=np.float32)
+        elif pixels.shape != volume.shape[1::-1]:
+            raise ValueError(
+                f"'{path}': slice of {pixels.shape[0]} x {pixels.shape[1]} pixels in a series of "
+                f"{volume.shape[1]} x {volume.shape[0]} (rows x columns)"
+            )
+        target = volume[:, :, k]
+        target[...] = pixels.T  # (rows, columns) -> (columns, rows), as MONAI's swap_ij
+        if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+            target *= float(ds.get("RescaleSlope", 1.0))  # float32 arithmetic, as PydicomReader
+            target += float(ds.get("RescaleIntercept", 0.0))
+    assert volume is not None  # a chosen series has at least one slice
+    if len(datasets) == 1:  # as `check_volume` says of the 2D image PydicomReader gives
+        raise ValueError(f"'{where}': expected a 3D volume, got 2D image of shape {volume.shape[:2]}")
+    # no geometry: PydicomReader's identity affine, with i and j swapped
+    swapped_identity = np.eye(4)[[1, 0, 2, 3]]
+    affine = swapped_identity if planes[0] is None else affine_ras(planes[0], planes[-1], len(planes))
+    if not np.isfinite(affine).all():
+        raise ValueError(f"'{where}': non-finite ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
+    return geometry_tensor(volume, affine, where)
 
-    def read(self, data, **kwargs):  # type: ignore[override]
-        img = super().read(data, **kwargs)
-        if self.has_series and isinstance(img, list) and not isinstance(img[0], list):
-            _order_by_position(img, str(data))
-        return img
+
+def _choose_series(path: Path, selector: str | None) -> Series:
+    """The series to read from a DICOM folder (or the one series of a single DICOM file)."""
+    if path.is_dir():
+        return select_series(scan_folder(path), selector, path)
+    ds = read_header(path)
+    found = Series(str(ds.get("SeriesInstanceUID", "")), str(ds.get("SeriesDescription", "") or ""), "")
+    found.files, found.datasets = [path], [ds]
+    return select_series([found], selector, path)
 
 
-def _order_by_position(slices: list[pydicom.Dataset], where: str) -> None:
-    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in slices}
-    if len(series) > 1:
-        raise ValueError(f"DICOM folder '{where}' mixes {len(series)} series; give one series per folder")
-    if not all(
-        hasattr(ds, "ImagePositionPatient") and hasattr(ds, "ImageOrientationPatient") for ds in slices
-    ):
-        return  # no geometry: keep MONAI's InstanceNumber order
-    cosines = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(cosines[:3], cosines[3:])
-    positions = [float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=float), normal)) for ds in slices]
-    if len(set(np.round(positions, 4))) < len(positions):
+def _ordered_slices(chosen: Series, path: Path) -> tuple[list[pydicom.Dataset], list[Path]]:
+    """A single-frame series' slices in position order, after the geometry checks of `order_planes`."""
+    planes = [slice_plane(ds, f.name) for ds, f in zip(chosen.datasets, chosen.files, strict=True)]
+    if all(p is not None for p in planes):
+        order = order_planes(planes, path)
+    elif any(p is not None for p in planes):
+        lacking = [f.name for f, p in zip(chosen.files, planes, strict=True) if p is None]
         raise ValueError(
-            f"DICOM folder '{where}' has several slices at the same position (duplicate slices?)"
+            f"'{path}': {len(lacking)} of {len(planes)} slices lack ImagePositionPatient/"
+            f"ImageOrientationPatient: {lacking[:5]}"
         )
-    for rank, index in enumerate(np.argsort(positions)):
-        slices[index].InstanceNumber = rank + 1
+    else:  # no geometry at all: InstanceNumber order, and MONAI gives an identity affine
+        order = sorted(range(len(planes)), key=lambda i: int(chosen.datasets[i].get("InstanceNumber") or 0))
+    return [chosen.datasets[i] for i in order], [chosen.files[i] for i in order]
 
 
-def read_volume(path: Path) -> MetaTensor:
-    """One scan (NIfTI file or DICOM series folder) as a channel-first float32 MetaTensor (C, X, Y, Z).
+def _read_dicom(path: Path, series: str | None, kind: str | None) -> MetaTensor:
+    """One DICOM series (folder or file) as a MetaTensor (C, X, Y, Z); the caller holds the DICOM lock."""
+    chosen = _choose_series(path, series)
+    if chosen.is_multiframe and len(chosen.datasets) > 1:
+        raise ValueError(f"'{path}': series {chosen} is split over {len(chosen.datasets)} multi-frame files")
+    try:
+        if chosen.is_multiframe:
+            image = read_multiframe(chosen.datasets[0], path)
+        else:
+            image = read_slices(*_ordered_slices(chosen, path), path)
+        image = EnsureChannelFirst()(image)
+    except Exception as err:  # any reader failure is a broken file: say which and why
+        if isinstance(err, ValueError) and str(err).startswith(f"'{path}'"):
+            raise  # our own geometry checks already say which file and why
+        raise ValueError(f"'{path}': cannot read image: {type(err).__name__}: {err}") from err
+    check_volume(image, path)
+    if kind == "pet":
+        image = to_suv(image, chosen.datasets, path)
+    return image
 
-    Raises ValueError naming the file for anything broken: missing, empty, unreadable,
-    not 3D, NaN/inf voxels, or a constant volume (an all-air or blank export).
+
+def read_volume(path: Path, series: str | None = None, kind: str | None = None) -> MetaTensor:
+    """One scan (NIfTI file or DICOM series folder/file) as a channel-first float32 MetaTensor (C, X, Y, Z).
+
+    `series` picks one series of a DICOM folder holding several: a regular expression searched
+    case-insensitively in SeriesDescription (see `dicom_series.select_series`). `kind` ``pet``
+    converts DICOM PET to body-weight SUV from its header (`pet_suv.to_suv`; warns and keeps the
+    stored values when the header lacks what SUV needs); NIfTI PET is taken to hold SUV already.
+    Raises ValueError naming the file for anything broken: missing, empty, unreadable, several
+    series and no selector, an irregular slice grid, not 3D, NaN/inf voxels, or a constant volume.
     """
     path = Path(path)
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"'{path}': unknown imaging kind '{kind}'; known: {list(KINDS)}")
     if not path.exists():
         raise ValueError(f"'{path}': path does not exist")
-    if path.is_dir():
-        files = dicom_files(path)
-        if not files:
-            raise ValueError(f"'{path}': DICOM folder is empty")
-        if not any(pydicom.misc.is_dicom(str(f)) for f in files):
-            raise ValueError(f"'{path}': folder holds no DICOM files ({len(files)} other file(s))")
-        reader = PositionSortedDicomReader(fname_regex=None)
-    elif is_nifti(path):
-        reader = NibabelReader()
-    elif pydicom.misc.is_dicom(str(path)):
-        reader = PositionSortedDicomReader(fname_regex=None)
-    else:
+    if path.is_dir() or (not is_nifti(path) and pydicom.misc.is_dicom(str(path))):
+        with _DICOM_READ_LOCK:
+            return _read_dicom(path, series, kind)
+    if not is_nifti(path):
         raise ValueError(f"'{path}': unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
-    lock = _DICOM_READ_LOCK if isinstance(reader, PydicomReader) else contextlib.nullcontext()
     try:
-        with lock:
-            image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+        image = LoadImage(reader=NibabelReader(), image_only=True, dtype=np.float32)(str(path))
         image = EnsureChannelFirst()(image)
     except Exception as err:  # any reader failure is a broken file: say which and why
         raise ValueError(f"'{path}': cannot read image: {type(err).__name__}: {err}") from err
@@ -162,6 +225,40 @@ def intensity_transform(kind: str, ct_window: Sequence[float], pet_suv_max: floa
     raise ValueError(f"unknown imaging kind '{kind}'; known: {list(KINDS)}")
 
 
+def _unit_window(transform: Transform) -> tuple[float, float] | None:
+    """(low, high) of a clipped ScaleIntensityRange onto [0, 1] (CT window, PET SUV clip), else None."""
+    if not isinstance(transform, ScaleIntensityRange) or transform.dtype not in (None, torch.float32):
+        return None
+    low, high = transform.a_min, transform.a_max
+    if (transform.b_min, transform.b_max, transform.clip) != (0.0, 1.0, True) or low == high:
+        return None
+    return float(low), float(high)
+
+
+def apply_intensity(transforms: Sequence[Transform], data: torch.Tensor) -> torch.Tensor:
+    """Every transform of `intensity_transform` on float32 `data` (C, X, Y, Z) -> (C, windows, X, Y, Z).
+
+    CT windows and the PET clip are computed in place, into the output (`data` itself for one window),
+    with the same float32 arithmetic as `ScaleIntensityRange`: no temporary copies of a large volume.
+    May overwrite `data`; other transforms (MRI z-score) go through MONAI.
+    """
+    windows = [_unit_window(t) for t in transforms]
+    if data.dtype != torch.float32 or any(w is None for w in windows):
+        return torch.stack([torch.as_tensor(t(data)) for t in transforms], dim=1)
+    if len(windows) == 1:
+        out = data.unsqueeze(1)
+    else:
+        out = torch.empty((data.shape[0], len(windows), *data.shape[1:]), dtype=torch.float32)
+    for k, (low, high) in enumerate(windows):  # type: ignore[misc]
+        target = out[:, k]
+        if len(windows) == 1:
+            target.sub_(low)
+        else:
+            torch.sub(data, low, out=target)
+        target.div_(high - low).clamp_(0.0, 1.0)
+    return out
+
+
 def augmentation() -> Compose:
     """Cheap train-time augmentation for (C, D, H, W) volumes: flip, small affine, noise, intensity scale."""
     return Compose(
@@ -177,3 +274,15 @@ def augmentation() -> Compose:
             RandGaussianNoise(prob=0.3, std=0.02),
         ]
     )
+
+
+def nifti_header_problems(path: Path, what: str = "volume") -> list[str]:
+    """Cheap problems with a NIfTI file (header only): unreadable, or not one 3D `what`."""
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception as err:  # a corrupt header is a broken file, whatever nibabel raises
+        label = "" if what == "volume" else f"{what} "
+        return [f"cannot read {label}NIfTI header ({type(err).__name__}: {err}): {path}"]
+    if len(shape) != 3 and not (len(shape) == 4 and shape[3] == 1):
+        return [f"expected a 3D {what}, NIfTI header has shape {tuple(shape)}: {path}"]
+    return []

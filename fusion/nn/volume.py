@@ -2,18 +2,22 @@
 
 Every encoder ends in one embedding per volume, so the fuser sees one token per imaging modality.
 The networks are MONAI's; this file only picks sensible small defaults and adds the projection
-to `out_dim`. Nothing is downloaded: pretrained backbones come from local files only.
+to `out_dim`. Nothing is downloaded: weights come from local files only (`load_pretrained`), and
+`freeze_backbone` trains only the final projection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.networks import nets
 from monai.networks.blocks import PatchEmbeddingBlock, ResidualUnit
 from torch import nn
+
+from fusion.nn.pretrained import freeze_backbone, load_pretrained
 
 
 class ConvVolumeEncoder(nn.Module):
@@ -116,15 +120,9 @@ class ViTVolumeEncoder(nn.Module):
 
 def _resnet(depth: int) -> Callable[..., nn.Module]:
     def build(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any) -> nn.Module:
-        pretrained = kwargs.pop("pretrained", False)
-        # MONAI would download MedicalNet weights for pretrained=True; only a local file is allowed.
-        if pretrained is True:
-            raise ValueError(
-                f"resnet{depth} encoder: pretrained=True would download weights; "
-                "give the path of a local MedicalNet-style state dict instead"
-            )
+        # weights come through `load_pretrained`: MONAI's pretrained=True would download them
         backbone = getattr(nets, f"resnet{depth}")(
-            pretrained=pretrained or False,
+            pretrained=False,
             spatial_dims=3,
             n_input_channels=in_channels,
             feed_forward=False,
@@ -136,8 +134,6 @@ def _resnet(depth: int) -> Callable[..., nn.Module]:
 
 
 def _densenet121(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any) -> nn.Module:
-    if kwargs.get("pretrained"):
-        raise ValueError("densenet121 encoder: pretrained weights would be downloaded (and are 2D only)")
     if min(spatial_size) < 32:
         raise ValueError(f"densenet121 encoder: spatial_size {list(spatial_size)} is below its minimum of 32")
     return nets.DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=out_dim, **kwargs)
@@ -163,13 +159,39 @@ VOLUME_ENCODERS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_volume_encoder(
-    name: str, in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any
+    name: str,
+    in_channels: int,
+    out_dim: int,
+    spatial_size: Sequence[int],
+    pretrained: str | Path | None = None,
+    pretrained_prefix: str | None = None,
+    pretrained_skip: Sequence[str] = (),
+    freeze: bool = False,
+    **kwargs: Any,
 ) -> nn.Module:
-    """An encoder mapping (n, in_channels, *spatial_size) to (n, out_dim); `kwargs` go to the network."""
+    """An encoder mapping (n, in_channels, *spatial_size) to (n, out_dim); `kwargs` go to the network.
+
+    `pretrained` (a local file), `pretrained_prefix` and `pretrained_skip`: see `load_pretrained`;
+    `freeze`: see `freeze_backbone`. Both work for every encoder.
+    """
     if name not in VOLUME_ENCODERS:
         raise ValueError(f"unknown volume encoder '{name}'; known: {sorted(VOLUME_ENCODERS)}")
     if len(spatial_size) != 3:
         raise ValueError(
             f"volume encoder '{name}': spatial_size must have 3 values, got {list(spatial_size)}"
         )
-    return VOLUME_ENCODERS[name](int(in_channels), int(out_dim), [int(s) for s in spatial_size], **kwargs)
+    if pretrained is True or pretrained is False:
+        if pretrained:  # MONAI would download MedicalNet / ImageNet weights
+            raise ValueError(
+                f"volume encoder '{name}': pretrained=True would download weights; "
+                "give the path of a local state dict instead"
+            )
+        pretrained = None
+    encoder = VOLUME_ENCODERS[name](int(in_channels), int(out_dim), [int(s) for s in spatial_size], **kwargs)
+    if pretrained is not None:
+        load_pretrained(
+            encoder, pretrained, pretrained_prefix, pretrained_skip, what=f"volume encoder '{name}'"
+        )
+    if freeze:
+        freeze_backbone(encoder)
+    return encoder

@@ -124,13 +124,18 @@ def ct_geometry(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     return spacing, origin
 
 
-def render_ct(shape: tuple[int, int, int], lesion: Lesion, site: str, rng: np.random.Generator) -> np.ndarray:
-    """Hounsfield units on the (columns, rows, slices) grid: index i -> patient left, j -> posterior."""
+def ct_affine(shape: tuple[int, int, int]) -> np.ndarray:
+    """Voxel -> world RAS affine of the CT grid: the DICOM series' LPS geometry, turned to RAS."""
     spacing, origin = ct_geometry(shape)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
     grid = np.diag([*spacing, 1.0])
     grid[:3, 3] = origin
-    w = scene_weights(world_coordinates(shape, lps_to_ras @ grid), lesion)
+    return lps_to_ras @ grid
+
+
+def render_ct(shape: tuple[int, int, int], lesion: Lesion, site: str, rng: np.random.Generator) -> np.ndarray:
+    """Hounsfield units on the (columns, rows, slices) grid: index i -> patient left, j -> posterior."""
+    w = scene_weights(world_coordinates(shape, ct_affine(shape)), lesion)
     hu = _blend((HU_AIR, HU_TISSUE, HU_FAT, HU_BONE), w)
     hu += w["lesion"] * (HU_TISSUE + lesion.ct_contrast_hu - hu)
     hu += w["body"] * SITE_HU_OFFSET[site] + rng.normal(0.0, 10.0, size=shape)
@@ -186,9 +191,28 @@ def render_pet(shape: tuple[int, int, int], lesion: Lesion, rng: np.random.Gener
     return np.clip(suv, 0.0, None)
 
 
-def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, description: str) -> None:
-    """float32 NIfTI-1 with scanner-coordinate qform and sform, millimetre units."""
-    img = nib.Nifti1Image(data.astype(np.float32), affine)
+def ct_lesion_mask(shape: tuple[int, int, int], lesion: Lesion) -> np.ndarray:
+    """The tumour as a 0/1 mask on the CT grid: voxels that are at least half lesion (partial volume)."""
+    w = scene_weights(world_coordinates(shape, ct_affine(shape)), lesion)
+    return (w["lesion"] >= 0.5).astype(np.uint8)
+
+
+def write_ct_mask(path: Path, shape: tuple[int, int, int], lesion: Lesion) -> bool:
+    """The CT lesion mask as a uint8 NIfTI in the CT's world geometry; False (nothing written) when the
+    lesion covers no voxel centre, as a tiny lesion on a coarse grid may: no mask rather than an empty one."""
+    mask = ct_lesion_mask(shape, lesion)
+    if not mask.any():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_nifti(path, mask, ct_affine(shape), "fusion synthetic CT lesion mask", dtype=np.uint8)
+    return True
+
+
+def save_nifti(
+    path: Path, data: np.ndarray, affine: np.ndarray, description: str, dtype: type = np.float32
+) -> None:
+    """NIfTI-1 (float32 unless told) with scanner-coordinate qform and sform, millimetre units."""
+    img = nib.Nifti1Image(data.astype(dtype), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")

@@ -3,6 +3,7 @@
     manifest.csv  genomics.csv  ehr.csv  truth.csv  cohort.json
     ct/<pid>/<random hex>.dcm      mri/<pid>/{t1,t2,flair}.nii.gz
     pet/<pid>.nii.gz               histology/<pid>/tile_XXXX.png
+    ct_mask/<pid>.nii.gz           (the CT lesion mask, in CT's world geometry, for patients with CT)
 
 Paths in the manifest are relative to its folder; an empty cell means the modality (or label) is
 missing. Everything is deterministic given `seed`; nothing is printed.
@@ -34,6 +35,7 @@ MANIFEST_COLUMNS = (
     "survival_time",
     "survival_event",
     "response",
+    "ct_mask",
 )
 TRUTH_COLUMNS = ("patient_id", *LATENTS, "true_risk", *GRADE_PROB_COLUMNS, "response_prob")
 FILE_MODALITIES = ("ct", "mri", "pet", "histology")
@@ -93,6 +95,8 @@ def _write_patient_files(
             root / "ct" / pid, hu, spacing, origin, pid, identity, patient["sex"], age, seed, rng
         )
         paths["ct"] = f"ct/{pid}"
+        if imaging.write_ct_mask(root / "ct_mask" / f"{pid}.nii.gz", volume_shape, lesion):
+            paths["ct_mask"] = f"ct_mask/{pid}.nii.gz"
     if patient["has_mri"]:
         imaging.write_mri(
             root / "mri" / pid, volume_shape, lesion, patient["site"], patient_rng(seed, index, "mri")
@@ -149,7 +153,7 @@ def write_demo_cohort(
     patients = sample_patients(n_patients, seed, modality_missing_rate, label_missing_rate)
 
     manifest = patients[["patient_id", "site"]].copy()
-    for modality in FILE_MODALITIES:
+    for modality in (*FILE_MODALITIES, "ct_mask"):
         manifest[modality] = ""
     # file writing and compression release the GIL: threads overlap them; every patient has its
     # own random streams, so the result does not depend on the scheduling

@@ -48,6 +48,7 @@ MANIFEST_COLUMNS = [
     "survival_time",
     "survival_event",
     "response",
+    "ct_mask",
 ]
 
 

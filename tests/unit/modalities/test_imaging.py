@@ -310,3 +310,40 @@ def test_configs_compose_side_by_side_under_hydra_1_3(tmp_path: Path) -> None:
     assert list(cfg.modality.ct.spatial_size) == [48, 48, 48]
     assert list(cfg.modality.pet.spatial_size) == [32, 32, 32]
     assert cfg.modality.mri.encoder == "vit" and list(cfg.modality.mri.sequences) == ["t1", "t2", "flair"]
+
+
+# ----------------------------------------------------------------------------- PACS exports (issue 3)
+def test_pacs_folder_with_other_files_loads_like_the_clean_series(tmp_path: Path, dicom_series: Path) -> None:
+    folder = tmp_path / "export"
+    shutil.copytree(dicom_series, folder)
+    (folder / "INDEX.TXT").write_text("exported by PACS")
+    (folder / "thumb.jpg").write_bytes(b"\xff\xd8\xff\xe0 not an image we read")
+    ct = ImagingModality("ct")
+    assert torch.equal(ct.load(folder), ct.load(dicom_series))
+
+
+def _export_with_scout(tmp_path: Path, dicom_series: Path) -> Path:
+    """A PACS-style export: the CT series plus a one-slice scout series in the same folder."""
+    folder = tmp_path / "export"
+    shutil.copytree(dicom_series, folder)
+    scout = pydicom.dcmread(sorted(dicom_series.iterdir())[0])
+    scout.SeriesInstanceUID, scout.SeriesDescription = pydicom.uid.generate_uid(), "Topogram 0.6 T20f"
+    scout.save_as(folder / "scout.dcm")
+    return folder
+
+
+def test_pacs_folder_with_two_series_names_them_in_the_error(tmp_path: Path, dicom_series: Path) -> None:
+    folder = _export_with_scout(tmp_path, dicom_series)
+    with pytest.raises(ValueError, match="2 DICOM series") as err:
+        ImagingModality("ct").load(folder)
+    assert str(folder) in str(err.value) and "'Topogram 0.6 T20f' (1 slice)" in str(err.value)
+    assert read_volume(folder, series="^(?!topo)").shape == (1, 128, 128, 5)
+    with pytest.raises(ValueError, match="expected a 3D volume"):  # the scout is picked, and is one slice
+        read_volume(folder, series="topogram")
+
+
+def test_series_selector_in_the_modality_config_picks_the_series(tmp_path: Path, dicom_series: Path) -> None:
+    folder = _export_with_scout(tmp_path, dicom_series)
+    picked = ImagingModality("ct", series="^(?!topo)").load(folder)
+    assert torch.equal(picked, ImagingModality("ct").load(dicom_series))
+    assert ImagingModality("ct", series="x").state_dict()["preprocessing"]["series"] == "x"

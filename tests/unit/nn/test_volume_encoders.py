@@ -83,6 +83,19 @@ def test_bad_settings_are_rejected(name: str, kwargs: dict, size: tuple, problem
         build_volume_encoder(name, 1, 8, size, **kwargs)
 
 
+def test_medicalnet_style_backbone_file_with_extra_head_is_skipped(tmp_path: Path) -> None:
+    source = build_volume_encoder("resnet10", 1, 8, (16, 16, 16))
+    state = {f"module.{k}": v for k, v in source[0].state_dict().items()}  # DataParallel names
+    state["module.conv_seg.0.weight"] = torch.zeros(2, 512, 3, 3, 3)  # its segmentation head
+    torch.save({"state_dict": state}, tmp_path / "resnet_10.pth")
+    with pytest.raises(ValueError, match=r"unexpected keys \(1\): 0.conv_seg.0.weight"):
+        build_volume_encoder("resnet10", 1, 8, (16, 16, 16), pretrained=tmp_path / "resnet_10.pth")
+    loaded = build_volume_encoder(
+        "resnet10", 1, 8, (16, 16, 16), pretrained=tmp_path / "resnet_10.pth", pretrained_skip=["conv_seg"]
+    )
+    assert torch.equal(loaded[0].layer1[0].conv1.weight, source[0].layer1[0].conv1.weight)
+
+
 def test_resnet_loads_local_pretrained_backbone(tmp_path: Path) -> None:
     source = build_volume_encoder("resnet10", 1, 8, (16, 16, 16))
     path = tmp_path / "backbone.pt"
@@ -90,3 +103,107 @@ def test_resnet_loads_local_pretrained_backbone(tmp_path: Path) -> None:
     loaded = build_volume_encoder("resnet10", 1, 8, (16, 16, 16), pretrained=str(path))
     assert torch.equal(loaded[0].conv1.weight, source[0].conv1.weight)
     assert not torch.equal(loaded[1].weight, source[1].weight)  # the projection to out_dim stays fresh
+
+
+# ----------------------------------------------------------------------------- pretrained weights, freezing
+def _encoder(name: str = "cnn", in_channels: int = 1, out_dim: int = 8, **kwargs) -> torch.nn.Module:
+    size = (32, 32, 32) if name == "densenet121" else (16, 16, 16)
+    return build_volume_encoder(name, in_channels, out_dim, size, **kwargs)
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module, skip: str = "\0") -> bool:
+    return all(
+        torch.equal(x, y)
+        for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True)
+        if not k.startswith(skip)
+    )
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet10", "densenet121", "vit"])
+def test_pretrained_state_dict_round_trip(name: str, tmp_path: Path) -> None:
+    source = _encoder(name)
+    torch.save(source.state_dict(), tmp_path / "encoder.pth")
+    loaded = _encoder(name, pretrained=tmp_path / "encoder.pth")
+    assert _same(loaded, source) and not _same(_encoder(name), source)
+
+
+def test_lightning_checkpoint_with_prefix_and_hint_without(tmp_path: Path) -> None:
+    source = _encoder()
+    state = {f"model.encoders.ct.{k}": v for k, v in source.state_dict().items()}
+    state["model.fuser.weight"] = torch.zeros(2)  # the rest of the model: not the encoder's business
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "last.ckpt")
+    assert _same(_encoder(pretrained=tmp_path / "last.ckpt", pretrained_prefix="model.encoders.ct."), source)
+    with pytest.raises(ValueError, match="missing keys.*unexpected keys.*'model.encoders.ct.'"):
+        _encoder(pretrained=tmp_path / "last.ckpt")
+    with pytest.raises(ValueError, match="no key starts with pretrained_prefix 'encoders.mri.'"):
+        _encoder(pretrained=tmp_path / "last.ckpt", pretrained_prefix="encoders.mri.")
+
+
+def test_mismatch_lists_missing_unexpected_and_shapes(tmp_path: Path) -> None:
+    state = _encoder(in_channels=2).state_dict()
+    state["features.9.weight"] = torch.zeros(1)
+    del state["features.2.conv.unit1.conv.bias"]
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ValueError) as err:
+        _encoder(pretrained=tmp_path / "w.pt")
+    message = str(err.value)
+    assert "volume encoder 'cnn'" in message and str(tmp_path / "w.pt") in message
+    assert "missing keys (1): features.2.conv.unit1.conv.bias" in message
+    assert "unexpected keys (1): features.9.weight" in message
+    assert (
+        "shape of features.0.conv.unit0.conv.weight: file (8, 2, 3, 3, 3) vs encoder (8, 1, 3, 3, 3)"
+        in message
+    )
+    # skipping what does not fit loads the rest; the skipped parts stay fresh
+    skip = ["features.0", "features.9", "features.2.conv.unit1.conv.bias"]
+    loaded = _encoder(pretrained=tmp_path / "w.pt", pretrained_skip=skip)
+    assert torch.equal(loaded.features[1].conv.unit0.conv.weight, state["features.1.conv.unit0.conv.weight"])
+
+
+def test_projection_is_loaded_when_it_fits_and_fresh_otherwise(tmp_path: Path) -> None:
+    source = _encoder(out_dim=8)
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    other = _encoder(out_dim=5, pretrained=tmp_path / "w.pt")  # another embed_dim: fresh projection
+    assert other.head.weight.shape == (5, 32)
+    assert torch.equal(other.features[0].conv.unit0.conv.weight, source.features[0].conv.unit0.conv.weight)
+    torch.save({k: v for k, v in source.state_dict().items() if not k.startswith("head.")}, tmp_path / "b.pt")
+    backbone_only = _encoder(out_dim=8, pretrained=tmp_path / "b.pt")
+    assert _same(backbone_only, source, skip="head") and not torch.equal(
+        backbone_only.head.weight, source.head.weight
+    )
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: p / "absent.pt", "not found"),
+        (lambda p: (p / "w.safetensors").write_bytes(b"{}") and p / "w.safetensors", "safetensors"),
+        (lambda p: (p / "w.pt").write_text("not torch") and p / "w.pt", "cannot read torch weights"),
+        (lambda p: torch.save([torch.zeros(1)], p / "w.pt") or p / "w.pt", "expected a state dict"),
+    ],
+)
+def test_unreadable_weights_name_the_file(make, problem: str, tmp_path: Path) -> None:
+    path = make(tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError), match=problem) as err:
+        _encoder(pretrained=path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet10", "vit"])
+def test_frozen_encoder_trains_only_its_projection(name: str) -> None:
+    encoder = _encoder(name, freeze=True).train()
+    trainable = [k for k, p in encoder.named_parameters() if p.requires_grad]
+    assert trainable and all(k.startswith("head." if name != "resnet10" else "1.") for k in trainable)
+    encoder(torch.randn(2, 1, 16, 16, 16)).pow(2).sum().backward()
+    for key, param in encoder.named_parameters():
+        assert (param.grad is not None) == (key in trainable), key
+
+
+def test_frozen_batch_norm_keeps_running_statistics(tmp_path: Path) -> None:
+    encoder = _encoder("resnet10", freeze=True).train()
+    bn = encoder[0].bn1
+    before = bn.running_mean.clone()
+    encoder(torch.randn(2, 1, 16, 16, 16) + 3.0)
+    assert not bn.training and torch.equal(bn.running_mean, before)
+    torch.save(encoder.state_dict(), tmp_path / "frozen.pt")  # same keys as an unfrozen encoder
+    assert _same(_encoder("resnet10", pretrained=tmp_path / "frozen.pt"), encoder)
