@@ -9,6 +9,7 @@ selection, slice-grid checks and multi-frame files in `dicom_series`, PET SUV in
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections.abc import Sequence
@@ -47,7 +48,9 @@ from fusion.modalities.dicom_series import (
 )
 from fusion.modalities.pet_suv import to_suv
 
-# MONAI builds every DICOM reader it knows; the GPU one warns on each load where it is not installed.
+# MONAI registers a GPU (nvImageCodec) decoder with pydicom and, where it is not installed, logs a warning
+# on every DICOM pixel read; pydicom's own decoders do the work. Keep real MONAI warnings, drop that one.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
 
 # pydicom's validation mode is process-global and `Dataset.to_json_dict` (which MONAI's DICOM readers
