@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A config value that cannot work (no cohort given, nothing selected, names that disagree)."""
+
+
+class ExtractionError(ValueError):
+    """A patient's tiles could not be read or encoded; names the patient, the file and the problem."""

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fusion.data.cohort import CohortError
-from fusion.errors import ConfigError
+from fusion.errors import ConfigError, ExtractionError
 from fusion.fusers.base import MissingAllModalitiesError
 from fusion.modalities.base import ModalityError
 
 USER_ERRORS = (
     CohortError,
     ConfigError,
+    ExtractionError,
     ModalityError,
     MissingAllModalitiesError,
     FileNotFoundError,

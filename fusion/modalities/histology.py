@@ -1,121 +1,48 @@
-"""Histology: a folder of RGB tiles per patient -> tile CNN -> gated attention MIL -> one embedding.
+"""Histology: per patient a bag of tiles -> attention MIL (ABMIL or TransMIL) -> one embedding.
 
-The manifest column (default ``histology``) holds, per patient, a folder of tile images
-(``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``; hidden files are ignored). The number of tiles
-varies per patient, so a batch is a padded bag plus a mask, and the encoder attends only to real
-tiles: a patient's embedding does not depend on who else is in the batch.
+The manifest column (default ``histology``) holds, per patient, either (``input: tiles``) a folder
+of tile images (``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``; hidden files are ignored),
+embedded end to end by a tile CNN, or (``input: features``) a feature file written by
+``fusion-extract-features`` (`fusion.features.store`), embedded by a linear projection. One cohort
+uses one kind (the encoders differ). Whole slides are not read here: extract features first.
+The number of tiles varies per patient, so a batch is a padded bag plus a mask, and the encoder
+attends only to real tiles: a patient's embedding does not depend on who else is in the batch.
 """
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
+from fusion.features.store import is_feature_file
 from fusion.modalities.base import Modality
-from fusion.nn.mil import GatedAttentionMIL
-from fusion.nn.tile_cnn import TileCNN
-
-TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-#: Channel statistics used until `fit` has seen the training tiles (ImageNet's, in [0, 1] units).
-DEFAULT_MEAN = (0.485, 0.456, 0.406)
-DEFAULT_STD = (0.229, 0.224, 0.225)
-# Ruifrok & Johnston haematoxylin / eosin / DAB stain vectors (as in scikit-image's rgb2hed).
-_RGB_FROM_HED = torch.tensor(
-    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64
+from fusion.modalities.histology_inputs import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    INPUTS,
+    dihedral_augment,
+    hed_jitter,
+    load_feature_bag,
+    pad_bags,
+    read_tiles,
+    reference_problem,
 )
-_HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
-_OD_MAX = math.log(256.0)  # optical density of an 8-bit black pixel, with the +1 offset below
-
-
-def is_tile(path: Path) -> bool:
-    """A tile image by suffix (case-insensitive); hidden files such as macOS ``._x.png`` are not."""
-    return path.suffix.lower() in TILE_SUFFIXES and not path.name.startswith(".")
-
-
-def tile_files(folder: Path) -> list[Path]:
-    """The tile images of a folder, sorted by name."""
-    return sorted((p for p in folder.iterdir() if is_tile(p)), key=lambda p: p.name)
-
-
-def read_tiles(folder: str | Path, tile_size: int) -> torch.Tensor:
-    """All tiles of ``folder`` as uint8 (N, 3, tile_size, tile_size); ValueError naming the bad path."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise ValueError(f"tile folder does not exist: {folder}")
-    if not folder.is_dir():
-        raise ValueError(f"expected a folder of tile images, got a file: {folder}")
-    files = tile_files(folder)
-    if not files:
-        raise ValueError(f"no tile images ({', '.join('*' + s for s in TILE_SUFFIXES)}) in folder: {folder}")
-    out = np.empty((len(files), tile_size, tile_size, 3), dtype=np.uint8)
-    for i, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                rgb = image.convert("RGB")
-                if rgb.size != (tile_size, tile_size):
-                    rgb = rgb.resize((tile_size, tile_size), Image.Resampling.BILINEAR)
-                out[i] = np.asarray(rgb)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"cannot read tile image '{file}': {exc}") from exc
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def dihedral_augment(tiles: torch.Tensor) -> torch.Tensor:
-    """Random horizontal flip and 90-degree rotation, drawn independently per tile (a new tensor)."""
-    n = tiles.shape[0]
-    flip = torch.rand(n) < 0.5
-    out = torch.where(flip.view(n, 1, 1, 1), tiles.flip(-1), tiles)
-    turns = torch.randint(0, 4, (n,))
-    for k in (1, 2, 3):  # one call per rotation, not per tile
-        chosen = turns == k
-        if bool(chosen.any()):
-            out[chosen] = torch.rot90(out[chosen], k, dims=(-2, -1))
-    return out
-
-
-def hed_jitter(tiles: torch.Tensor, strength: float) -> torch.Tensor:
-    """Mild stain augmentation (Tellez et al. 2018): per tile, scale and shift each H&E(+DAB) stain.
-
-    Tiles are uint8 (n, 3, h, w); in optical density units normalised to [0, 1], each stain
-    concentration becomes ``c * U(1 - s, 1 + s) + U(-s, s)``. ``strength`` 0 returns the input.
-    """
-    if strength <= 0 or tiles.shape[0] == 0:
-        return tiles
-    n = tiles.shape[0]
-    density = -torch.log((tiles.float() + 1.0) / 256.0) / _OD_MAX
-    stains = torch.einsum("nihw,ij->njhw", density, _HED_FROM_RGB.float())
-    alpha = 1.0 + (torch.rand(n, 3, 1, 1) * 2 - 1) * strength
-    beta = (torch.rand(n, 3, 1, 1) * 2 - 1) * strength
-    density = torch.einsum("njhw,jk->nkhw", stains * alpha + beta, _RGB_FROM_HED.float())
-    rgb = torch.exp(-density * _OD_MAX) * 256.0 - 1.0
-    return rgb.round().clamp(0, 255).to(torch.uint8)
-
-
-def pad_bags(items: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Bags (N_i, 3, h, w) -> ``{"tiles": (n, Nmax, 3, h, w), "mask": bool (n, Nmax)}``, True = real tile."""
-    if not items:
-        raise ValueError("histology collate got no items (collate only the patients who have the modality)")
-    shapes = {tuple(x.shape[1:]) for x in items}
-    if len(shapes) > 1:
-        raise ValueError(f"histology collate: tiles of different shapes in one batch: {sorted(shapes)}")
-    lengths = torch.tensor([x.shape[0] for x in items])
-    tiles = nn.utils.rnn.pad_sequence(list(items), batch_first=True, padding_value=0)
-    mask = torch.arange(tiles.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
-    return {"tiles": tiles, "mask": mask}
+from fusion.nn.mil import AGGREGATORS, FeatureBagEncoder, make_aggregator, pad_feature_bags
+from fusion.nn.tile_cnn import TileCNN
 
 
 class HistologyEncoder(nn.Module):
-    """``{"tiles", "mask"}`` -> (n, embed_dim): tile CNN on real tiles, gated attention MIL, linear.
+    """``{"tiles", "mask"}`` -> (n, embed_dim): tile CNN on real tiles, MIL aggregator, linear.
 
-    ``last_attention`` holds the per-tile attention of the last forward, (n, Nmax), 0 at padding
-    (detached; for heatmaps and inspection).
+    In eval mode the CNN runs over the real tiles in chunks of ``eval_chunk``, so a large bag never
+    holds every tile's activations at once (training keeps one call: autograd stores them anyway,
+    and BatchNorm statistics must see the whole bag). ``last_attention`` holds the per-tile
+    attention of the last forward, (n, Nmax), 0 at padding (detached; for heatmaps and inspection).
     """
 
     def __init__(
@@ -127,12 +54,16 @@ class HistologyEncoder(nn.Module):
         mean: Sequence[float] = DEFAULT_MEAN,
         std: Sequence[float] = DEFAULT_STD,
         norm: str = "group",
+        aggregator: str = "abmil",
+        eval_chunk: int = 512,
+        **aggregator_kwargs: int,
     ):
         super().__init__()
+        self.eval_chunk = int(eval_chunk)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.tile_cnn = TileCNN(tile_channels, out_dim=embed_dim, norm=norm)
-        self.mil = GatedAttentionMIL(embed_dim, attention_dim, dropout)
+        self.mil = make_aggregator(aggregator, embed_dim, attention_dim, dropout, **aggregator_kwargs)
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(embed_dim, embed_dim)
         self.last_attention: torch.Tensor | None = None
@@ -144,19 +75,29 @@ class HistologyEncoder(nn.Module):
                 f"histology encoder expects tiles (n, N, 3, h, w) and mask (n, N), "
                 f"got {tuple(tiles.shape)} and {tuple(mask.shape)}"
             )
-        real = tiles[mask]  # (number of real tiles, 3, h, w): one CNN call, padding never computed
-        x = real.float() / 255.0 if real.dtype == torch.uint8 else real.float()
-        features = self.tile_cnn((x - self.mean) / self.std)
+        real = tiles[mask]  # (number of real tiles, 3, h, w): padding is never computed
+        if self.training or real.shape[0] <= self.eval_chunk:
+            features = self._embed(real)
+        else:
+            chunks = range(0, real.shape[0], self.eval_chunk)
+            features = torch.cat([self._embed(real[s : s + self.eval_chunk]) for s in chunks])
         h = features.new_zeros(*mask.shape, features.shape[-1]).masked_scatter(mask.unsqueeze(-1), features)
         pooled, attention = self.mil(h, mask)
         self.last_attention = attention.detach()
         return self.proj(self.dropout(pooled))
 
+    def _embed(self, tiles: torch.Tensor) -> torch.Tensor:
+        x = tiles.float() / 255.0 if tiles.dtype == torch.uint8 else tiles.float()
+        return self.tile_cnn((x - self.mean) / self.std)
+
 
 class HistologyModality(Modality):
-    """Folders of H&E tiles -> attention-MIL patient embedding of size ``embed_dim``.
+    """Folders of H&E tiles or feature files -> attention-MIL patient embedding of size ``embed_dim``.
 
     Args:
+        input: ``tiles`` (a folder of tile images per patient; tile CNN trained end to end) or
+            ``features`` (a feature file per patient; needs ``feature_dim``).
+        feature_dim: D of the feature files (checked cheaply before training); required for features.
         tile_size: tiles are resized to ``tile_size`` x ``tile_size`` pixels when loaded.
         max_tiles_train: random subsample of at most this many tiles per patient in training
             (bounds memory; None = all).
@@ -168,9 +109,12 @@ class HistologyModality(Modality):
         attention_dim: hidden size of the attention network.
         dropout: dropout in the attention network and before the output projection.
         norm: tile CNN normalisation, ``group`` or ``batch``.
+        aggregator: ``abmil`` (gated attention MIL) or ``transmil`` (CLS token + Nystrom transformer).
+        eval_chunk: tiles per CNN call (or feature rows per projection) at evaluation.
+        transmil_layers, transmil_heads, transmil_landmarks: TransMIL depth, heads, Nystrom landmarks.
     """
 
-    needs_fit = True  # per-channel intensity statistics of the training tiles
+    needs_fit = True  # per-channel intensity statistics of the training tiles (tiles input only)
 
     def __init__(
         self,
@@ -187,8 +131,46 @@ class HistologyModality(Modality):
         attention_dim: int = 64,
         dropout: float = 0.1,
         norm: str = "group",
+        input: str = "tiles",  # noqa: A002 - the config key users write
+        feature_dim: int | None = None,
+        aggregator: str = "abmil",
+        eval_chunk: int = 512,
+        transmil_layers: int = 2,
+        transmil_heads: int = 4,
+        transmil_landmarks: int = 64,
     ):
         super().__init__(name=name, column=column, on_error=on_error)
+        if input not in INPUTS:
+            raise ValueError(f"modality '{name}': input must be one of {INPUTS}, got '{input}'")
+        if input == "features" and (feature_dim is None or int(feature_dim) < 1):
+            raise ValueError(
+                f"modality '{name}': input=features needs feature_dim (a positive int), got {feature_dim}"
+            )
+        if aggregator not in AGGREGATORS:
+            raise ValueError(
+                f"modality '{name}': aggregator must be one of {AGGREGATORS}, got '{aggregator}'"
+            )
+        if aggregator == "transmil" and int(embed_dim) % int(transmil_heads):
+            raise ValueError(
+                f"modality '{name}': embed_dim {embed_dim} must be divisible by "
+                f"transmil_heads {transmil_heads}"
+            )
+        for key, value in (
+            ("eval_chunk", eval_chunk),
+            ("transmil_layers", transmil_layers),
+            ("transmil_heads", transmil_heads),
+            ("transmil_landmarks", transmil_landmarks),
+        ):
+            if int(value) < 1:
+                raise ValueError(f"modality '{name}': {key} must be a positive int, got {value}")
+        self.input = input
+        self.feature_dim = None if feature_dim is None else int(feature_dim)
+        self.aggregator = aggregator
+        self.eval_chunk = int(eval_chunk)
+        self.transmil_layers = int(transmil_layers)
+        self.transmil_heads = int(transmil_heads)
+        self.transmil_landmarks = int(transmil_landmarks)
+        self.needs_fit = input == "tiles"  # feature bags have no fitted state
         for key, value in (("max_tiles_train", max_tiles_train), ("max_tiles_eval", max_tiles_eval)):
             if value is not None and int(value) < 1:
                 raise ValueError(f"modality '{name}': {key} must be a positive int or null, got {value}")
@@ -210,25 +192,38 @@ class HistologyModality(Modality):
 
     # ----------------------------------------------------------------- cohort side
     def check(self, ref: Any) -> list[str]:
-        """The folder exists and holds at least one tile image (nothing is decoded)."""
+        """Tiles: the folder holds a tile image (nothing decoded). Features: a feature file whose
+        header says D == feature_dim. Either: a slide, or the other kind of input, is an error."""
         if ref is None:
             return []
-        folder = Path(ref)
-        if not folder.exists():
-            return [f"tile folder does not exist: {folder}"]
-        if not folder.is_dir():
-            return [f"expected a folder of tile images, got a file: {folder}"]
-        if not any(is_tile(p) for p in folder.iterdir()):
-            return [f"no tile images ({', '.join('*' + s for s in TILE_SUFFIXES)}) in folder: {folder}"]
-        return []
+        try:
+            problem = reference_problem(Path(ref), self.input, self.feature_dim)
+        except ValueError as err:
+            problem = str(err)
+        return [] if problem is None else [problem]
 
     # ----------------------------------------------------------------- data side
-    def load(self, ref: Any) -> torch.Tensor:
-        """All tiles of the patient's folder, sorted by name: uint8 (N, 3, tile_size, tile_size)."""
+    def load(self, ref: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Tiles: uint8 (N, 3, tile_size, tile_size), sorted by name. Features: ``{"features" (N, D)
+        float16/32, "coords" (N, 2) int64}``. ValueError naming the file for anything broken."""
+        path = Path(ref)
+        if self.input == "features":
+            if not is_feature_file(path):  # missing, a folder, a slide or another file type
+                raise ValueError(reference_problem(path, self.input, self.feature_dim))
+            return load_feature_bag(path, self.feature_dim)
+        if path.is_file():  # a feature file or a slide where a folder is expected
+            raise ValueError(reference_problem(path, self.input, None))
         return read_tiles(ref, self.tile_size)
+
+    def cache_key(self) -> str:
+        """Only what `load` depends on, so changing the encoder (aggregator, widths) keeps the cache."""
+        settings = {"input": self.input, "tile_size": self.tile_size, "feature_dim": self.feature_dim}
+        return json.dumps(settings, sort_keys=True)
 
     def fit(self, items: list[torch.Tensor]) -> None:
         """Per-channel mean / std of the training tiles (exact, from 256-bin histograms)."""
+        if self.input == "features":
+            return
         counts = torch.zeros(3, 256, dtype=torch.float64)
         for item in items:
             for c in range(3):
@@ -242,8 +237,19 @@ class HistologyModality(Modality):
             self.std = tuple(float(v) for v in var.clamp_min(1e-6).sqrt())
             self.fitted = True
 
-    def transform(self, item: torch.Tensor, train: bool) -> torch.Tensor:
-        """Train: random subsample to ``max_tiles_train`` + augmentation. Eval: evenly spaced cap."""
+    def transform(self, item: Any, train: bool) -> Any:
+        """Train: random subsample to ``max_tiles_train`` (+ augmentation for tiles). Eval: all tiles,
+        or an evenly spaced ``max_tiles_eval`` cap. Feature bags keep features and coords aligned."""
+        if isinstance(item, dict):
+            n = item["features"].shape[0]
+            keep = None
+            if train and self.max_tiles_train is not None and n > self.max_tiles_train:
+                keep = torch.randperm(n)[: self.max_tiles_train]
+            elif not train and self.max_tiles_eval is not None and n > self.max_tiles_eval:
+                keep = torch.linspace(0, n - 1, self.max_tiles_eval).round().long()
+            return (
+                item if keep is None else {"features": item["features"][keep], "coords": item["coords"][keep]}
+            )
         n = item.shape[0]
         if train:
             if self.max_tiles_train is not None and n > self.max_tiles_train:
@@ -255,12 +261,37 @@ class HistologyModality(Modality):
             item = item[torch.linspace(0, n - 1, self.max_tiles_eval).round().long()]
         return item
 
-    def collate(self, items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Pad the bags to the largest in the batch: ``{"tiles": uint8, "mask": bool}``."""
-        return pad_bags(items)
+    def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
+        """Pad the bags to the largest in the batch: ``{"tiles": uint8, "mask": bool}``, or for
+        feature bags ``{"features", "coords", "mask"}``."""
+        kinds = {isinstance(x, dict) for x in items}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"modality '{self.name}': a batch mixes tile bags and feature bags; one cohort cannot mix "
+                "tile folders and feature files"
+            )
+        return pad_feature_bags(items) if kinds == {True} else pad_bags(items)
 
     # ----------------------------------------------------------------- model side
-    def build_encoder(self) -> HistologyEncoder:
+    def build_encoder(self) -> HistologyEncoder | FeatureBagEncoder:
+        """`FeatureBagEncoder` for ``input: features``, else the end-to-end `HistologyEncoder`."""
+        transmil = {
+            "layers": self.transmil_layers,
+            "heads": self.transmil_heads,
+            "landmarks": self.transmil_landmarks,
+        }
+        extra = transmil if self.aggregator == "transmil" else {}
+        if self.input == "features":
+            return FeatureBagEncoder(
+                feature_dim=self.feature_dim or 0,
+                hidden_dim=self.embed_dim,
+                out_dim=self.embed_dim,
+                aggregator=self.aggregator,
+                attention_dim=self.attention_dim,
+                dropout=self.dropout,
+                chunk=self.eval_chunk,
+                **extra,
+            )
         return HistologyEncoder(
             embed_dim=self.embed_dim,
             tile_channels=self.tile_channels,
@@ -269,6 +300,9 @@ class HistologyModality(Modality):
             mean=self.mean,
             std=self.std,
             norm=self.norm,
+            aggregator=self.aggregator,
+            eval_chunk=self.eval_chunk,
+            **extra,
         )
 
     @property

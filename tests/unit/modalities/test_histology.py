@@ -15,13 +15,12 @@ from PIL import Image
 
 import fusion
 from fusion.data.cohort import Cohort
-from fusion.modalities.histology import (
-    HistologyEncoder,
-    HistologyModality,
-    dihedral_augment,
-    hed_jitter,
-)
+from fusion.features.store import write_features
+from fusion.modalities.histology import HistologyEncoder, HistologyModality
+from fusion.modalities.histology_inputs import dihedral_augment, hed_jitter
+from fusion.nn.mil import FeatureBagEncoder
 from fusion.nn.tile_cnn import TileCNN
+from fusion.nn.transmil import TransMIL
 
 YAML = Path(fusion.__file__).parent / "conf" / "modality" / "histology.yaml"
 
@@ -279,5 +278,163 @@ def test_cohort_to_embedding_end_to_end(tmp_path: Path) -> None:
     torch.manual_seed(0)
     batch = modality.collate([modality.transform(item, train=True) for item in items.values()])
     assert batch["mask"].sum(dim=1).tolist() == [4, 6]
+    out = modality.build_encoder()(batch)
+    assert out.shape == (2, modality.out_dim) and torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- feature-file bags
+def write_bag(path: Path, n: int, d: int = 12, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """A feature file whose row i has feature 0 = i and coords (i, 2i) (to check alignment)."""
+    features = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    features[:, 0] = torch.arange(n)
+    coords = torch.stack([torch.arange(n), 2 * torch.arange(n)], dim=1)
+    return write_features(path, features.to(dtype), coords, {"encoder": "test"})
+
+
+def feature_modality(**kwargs) -> HistologyModality:
+    args = {"input": "features", "feature_dim": 12, "embed_dim": 8, "attention_dim": 6, "dropout": 0.0}
+    return HistologyModality(**(args | kwargs))
+
+
+@pytest.mark.parametrize(("suffix", "dtype"), [(".safetensors", torch.float16), (".h5", torch.float32)])
+def test_feature_file_loads_checks_and_collates(tmp_path: Path, suffix: str, dtype: torch.dtype) -> None:
+    path = write_bag(tmp_path / f"p1{suffix}", 5, dtype=dtype)
+    modality = feature_modality()
+    assert modality.check(path) == [] and not modality.needs_fit
+    item = modality.load(path)
+    assert set(item) == {"features", "coords"} and item["features"].dtype == dtype
+    assert item["features"].shape == (5, 12) and item["coords"][:, 1].tolist() == [0, 2, 4, 6, 8]
+    batch = modality.collate([item, modality.load(write_bag(tmp_path / f"p2{suffix}", 2, dtype=dtype))])
+    assert set(batch) == {"features", "coords", "mask"} and batch["mask"].sum(dim=1).tolist() == [5, 2]
+    assert batch["features"].shape == (2, 5, 12) and batch["coords"].shape == (2, 5, 2)
+
+
+def test_feature_bags_subsample_to_the_cap_in_training_and_keep_all_in_evaluation(tmp_path: Path) -> None:
+    item = feature_modality().load(write_bag(tmp_path / "p1.safetensors", 50))
+    modality = feature_modality(max_tiles_train=8)
+    torch.manual_seed(0)
+    seen: set[int] = set()
+    for _ in range(4):
+        out = modality.transform(item, train=True)
+        ids = out["features"][:, 0].long()
+        assert out["features"].shape == (8, 12) and len(set(ids.tolist())) == 8
+        assert torch.equal(out["coords"], torch.stack([ids, 2 * ids], dim=1))  # rows stay aligned
+        seen.update(ids.tolist())
+    assert len(seen) > 8
+    assert modality.transform(item, train=False)["features"].shape == (50, 12)
+    capped = feature_modality(max_tiles_eval=5).transform(item, train=False)
+    assert capped["features"][:, 0].tolist() == [0, 12, 24, 37, 49]
+
+
+@pytest.mark.parametrize("aggregator", ["abmil", "transmil"])
+def test_feature_encoder_embeds_bags_and_keeps_attention(tmp_path: Path, aggregator: str) -> None:
+    modality = feature_modality(aggregator=aggregator, transmil_heads=2, transmil_landmarks=4)
+    items = [modality.load(write_bag(tmp_path / f"p{n}.h5", n, seed=n)) for n in (3, 9)]
+    torch.manual_seed(0)
+    encoder = modality.build_encoder().eval()
+    with torch.no_grad():
+        out = encoder(modality.collate(items))
+        alone = encoder(modality.collate(items[:1]))
+    assert out.shape == (2, modality.out_dim) and torch.isfinite(out).all()
+    assert encoder.last_attention is not None and torch.all(encoder.last_attention[0, 3:] == 0)
+    torch.testing.assert_close(out[:1], alone, atol=1e-4, rtol=1e-3)
+
+
+def test_wrong_feature_dimension_is_found_before_training(tmp_path: Path) -> None:
+    path = write_bag(tmp_path / "p1.safetensors", 4, d=10)
+    modality = feature_modality()
+    problems = modality.check(path)
+    assert len(problems) == 1 and str(path) in problems[0]
+    assert "dimension 10" in problems[0] and "feature_dim=12" in problems[0]
+    with pytest.raises(ValueError, match=r"dimension 10, expected feature_dim=12"):
+        modality.load(path)
+    corrupt = tmp_path / "p2.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00not a header")
+    assert str(corrupt) in modality.check(corrupt)[0]
+
+
+def test_tile_folders_and_feature_files_do_not_mix(tmp_path: Path) -> None:
+    folder = write_tiles(tmp_path / "a", 2, size=16)
+    bag = write_bag(tmp_path / "b.safetensors", 3)
+    for modality, wrong in ((feature_modality(), folder), (small_modality(), bag)):
+        problems = modality.check(wrong)
+        assert len(problems) == 1 and str(wrong) in problems[0] and "cannot mix" in problems[0]
+        with pytest.raises(ValueError, match="cannot mix"):
+            modality.load(wrong)
+    items = [small_modality().load(folder), feature_modality().load(bag)]
+    with pytest.raises(ValueError, match="mixes tile bags and feature bags"):
+        small_modality().collate(items)
+
+
+@pytest.mark.parametrize("input_kind", ["tiles", "features"])
+def test_a_whole_slide_says_to_extract_features_first(tmp_path: Path, input_kind: str) -> None:
+    slide = tmp_path / "p1.svs"
+    slide.write_bytes(b"II*\x00")
+    modality = small_modality(input=input_kind, feature_dim=12)
+    assert "fusion-extract-features" in modality.check(slide)[0]
+    with pytest.raises(ValueError, match=r"whole-slide image.*fusion-extract-features"):
+        modality.load(slide)
+
+
+def test_chunked_cnn_evaluation_equals_one_call() -> None:
+    torch.manual_seed(0)
+    bags = [torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for n in (11, 4)]
+    chunked = small_modality(eval_chunk=3).build_encoder().eval()
+    whole = small_modality(eval_chunk=10_000).build_encoder().eval()
+    whole.load_state_dict(chunked.state_dict())
+    calls: list[int] = []
+    chunked.tile_cnn.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[0]))
+    batch = small_modality().collate(bags)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(batch), whole(batch), atol=1e-6, rtol=1e-5)
+    assert calls == [3, 3, 3, 3, 3] and len(whole.last_attention[0]) == 11
+    calls.clear()
+    chunked.train()(batch)
+    assert calls == [15]  # training: one call (autograd keeps every activation anyway)
+
+
+def test_transmil_aggregator_works_on_tiles_too() -> None:
+    modality = small_modality(aggregator="transmil", transmil_heads=2)
+    bags = [torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for n in (2, 5)]
+    encoder = modality.build_encoder()
+    encoder(modality.collate(bags)).sum().backward()
+    assert encoder.tile_cnn.features[0].weight.grad.abs().sum() > 0
+
+
+def test_feature_input_needs_a_dimension_and_known_choices() -> None:
+    with pytest.raises(ValueError, match="needs feature_dim"):
+        HistologyModality(input="features")
+    with pytest.raises(ValueError, match="input must be one of"):
+        HistologyModality(input="slides")
+    with pytest.raises(ValueError, match="aggregator must be one of"):
+        HistologyModality(aggregator="mean")
+    with pytest.raises(ValueError, match="divisible by transmil_heads"):
+        HistologyModality(aggregator="transmil", embed_dim=10, transmil_heads=4)
+
+
+def test_yaml_selects_feature_input_and_transmil() -> None:
+    overrides = {"input": "features", "feature_dim": 1024, "aggregator": "transmil", "max_tiles_train": 4096}
+    modality = instantiate(OmegaConf.merge(OmegaConf.load(YAML), overrides))
+    assert modality.input == "features" and not modality.needs_fit
+    encoder = modality.build_encoder()
+    assert isinstance(encoder, FeatureBagEncoder) and isinstance(encoder.aggregator, TransMIL)
+    assert small_modality().cache_key() != feature_modality().cache_key()
+    assert small_modality().cache_key() == small_modality(aggregator="transmil", embed_dim=16).cache_key()
+
+
+def test_feature_cohort_to_embedding_end_to_end(tmp_path: Path) -> None:
+    write_bag(tmp_path / "features" / "a.safetensors", 40, seed=1)
+    write_bag(tmp_path / "features" / "b.h5", 7, seed=2)
+    manifest = pd.DataFrame(
+        {"patient_id": ["a", "b", "c"], "histology": ["features/a.safetensors", "features/b.h5", ""]}
+    )
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    modality = feature_modality(max_tiles_train=16, aggregator="transmil", transmil_heads=2)
+    refs = modality.gather(Cohort.load(tmp_path / "manifest.csv"))
+    present = {pid: ref for pid, ref in refs.items() if ref is not None}
+    assert sorted(present) == ["a", "b"] and all(modality.check(ref) == [] for ref in present.values())
+    items = [modality.transform(modality.load(ref), train=True) for ref in present.values()]
+    batch = modality.collate(items)
+    assert batch["mask"].sum(dim=1).tolist() == [16, 7]
     out = modality.build_encoder()(batch)
     assert out.shape == (2, modality.out_dim) and torch.isfinite(out).all()

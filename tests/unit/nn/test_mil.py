@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusion.nn.mil import GatedAttentionMIL
+from fusion.nn.mil import FeatureBagEncoder, GatedAttentionMIL, make_aggregator, pad_feature_bags
 
 
 @pytest.fixture
@@ -76,3 +76,59 @@ def test_gradients_reach_instances_and_attention_parameters() -> None:
     for name, parameter in mil.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
     assert mil.attention_v.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- feature bags
+def feature_bags(dims: tuple[int, ...] = (3, 7), d: int = 12) -> list[dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    return [{"features": torch.randn(n, d), "coords": torch.randint(0, 9999, (n, 2))} for n in dims]
+
+
+def test_pad_feature_bags_pads_features_and_coords_and_masks() -> None:
+    bags = feature_bags()
+    batch = pad_feature_bags(bags)
+    assert batch["features"].shape == (2, 7, 12) and batch["coords"].shape == (2, 7, 2)
+    assert batch["coords"].dtype == torch.int64 and batch["mask"].sum(dim=1).tolist() == [3, 7]
+    assert torch.equal(batch["features"][0, :3], bags[0]["features"])
+    assert torch.equal(batch["coords"][0, :3], bags[0]["coords"])
+    assert torch.all(batch["features"][0, 3:] == 0) and torch.all(batch["coords"][0, 3:] == 0)
+    half = pad_feature_bags([{**bags[0], "features": bags[0]["features"].half()}])
+    assert half["features"].dtype == torch.float16  # kept: halves the memory of big bags
+    mixed = pad_feature_bags([{**bags[0], "features": bags[0]["features"].half()}, bags[1]])
+    assert mixed["features"].dtype == torch.float32
+    with pytest.raises(ValueError, match=r"different dimensions in one batch: \[5, 12\]"):
+        pad_feature_bags([bags[0], {"features": torch.zeros(2, 5), "coords": torch.zeros(2, 2)}])
+
+
+@pytest.mark.parametrize("aggregator", ["abmil", "transmil"])
+def test_feature_encoder_shapes_padding_and_chunking(aggregator: str) -> None:
+    torch.manual_seed(0)
+    encoder = FeatureBagEncoder(12, hidden_dim=8, out_dim=5, aggregator=aggregator, dropout=0.0, chunk=2)
+    encoder.eval()
+    bags = feature_bags()
+    with torch.no_grad():
+        batched = encoder(pad_feature_bags(bags))
+        attention = encoder.last_attention
+        alone = encoder(pad_feature_bags(bags[:1]))
+        unchunked = FeatureBagEncoder(12, hidden_dim=8, out_dim=5, aggregator=aggregator, chunk=10_000).eval()
+        unchunked.load_state_dict(encoder.state_dict())
+        reference = unchunked(pad_feature_bags(bags))
+        half = encoder(pad_feature_bags([{**b, "features": b["features"].half()} for b in bags]))
+    assert batched.shape == (2, 5) and attention is not None and attention.shape == (2, 7)
+    assert torch.all(attention[0, 3:] == 0)
+    torch.testing.assert_close(batched[:1], alone, atol=1e-4, rtol=1e-3)
+    tolerance = 1e-5 if aggregator == "abmil" else 1e-3  # Nystrom's pinv amplifies float32 rounding
+    torch.testing.assert_close(batched, reference, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(half, batched, atol=2e-2, rtol=2e-2)  # float16 storage, float32 compute
+    with pytest.raises(ValueError, match=r"expects features \(n, N, 12\)"):
+        encoder({"features": torch.zeros(1, 3, 10), "mask": torch.ones(1, 3, dtype=torch.bool)})
+
+
+def test_feature_encoder_trains_end_to_end() -> None:
+    encoder = FeatureBagEncoder(12, hidden_dim=8, out_dim=5, aggregator="transmil", heads=2, landmarks=4)
+    encoder(pad_feature_bags(feature_bags())).sum().backward()
+    for name, parameter in encoder.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    assert isinstance(make_aggregator("abmil", 8), GatedAttentionMIL)
+    with pytest.raises(ValueError, match="aggregator must be one of"):
+        make_aggregator("maxpool", 8)

@@ -1,0 +1,1 @@
+"""Precomputed tile features: one file per patient (features + tile coordinates)."""

@@ -1,0 +1,155 @@
+"""Tile sources for feature extraction: one patient's tiles, read in index ranges, with coordinates.
+
+Two kinds: a whole slide read through `fusion.wsi` (tissue tiles at a target resolution), or a
+folder of tile images whose level-0 coordinates are parsed from names like ``tile_x{X}_y{Y}.png``
+(else the tile index i becomes (i, 0)). Sources are picklable and open their files lazily, so each
+DataLoader worker reads on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion.modalities.histology_inputs import TILE_SUFFIXES, read_tile_image, tile_files
+
+_COORD_NAME = re.compile(r"(?:^|[^a-z0-9])x(\d+)[_\-]y(\d+)(?:[^0-9]|$)", re.IGNORECASE)
+
+
+class TileSource(ABC):
+    """Tiles of one patient: `coords` (N, 2) int64 level-0 (x, y) and `read(start, stop)` -> uint8 RGB."""
+
+    path: Path
+    coords: np.ndarray
+    tile_size: int
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def mpp(self) -> float | None:
+        """Microns per pixel of the tiles as read, when known."""
+        return None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"source": self.path.name, "mpp": self.mpp}
+
+    @abstractmethod
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Tiles [start, stop) as uint8 (b, tile_size, tile_size, 3); ValueError naming the bad file."""
+
+
+def parse_coords(names: list[str]) -> np.ndarray:
+    """(x, y) from names like ``tile_x512_y1024.png`` when every name has them and they are unique,
+    else the tile index as (i, 0): coordinates must identify tiles, so partial parses are not mixed in."""
+    parsed = [_COORD_NAME.search(Path(n).stem) for n in names]
+    if parsed and all(parsed):
+        coords = np.array([[int(m.group(1)), int(m.group(2))] for m in parsed], dtype=np.int64)
+        if len({tuple(c) for c in coords.tolist()}) == len(names):
+            return coords
+    return np.stack([np.arange(len(names)), np.zeros(len(names))], axis=1).astype(np.int64)
+
+
+class FolderSource(TileSource):
+    """A folder of PNG/JPEG/TIF tiles, sorted by name and resized to `tile_size` when needed."""
+
+    def __init__(self, folder: str | Path, tile_size: int):
+        self.path = Path(folder)
+        self.tile_size = int(tile_size)
+        if not self.path.is_dir():
+            raise ValueError(f"tile folder does not exist or is not a folder: {self.path}")
+        self.files = tile_files(self.path)
+        if not self.files:
+            raise ValueError(f"no tile images ({', '.join('*' + s for s in TILE_SUFFIXES)}) in {self.path}")
+        self.coords = parse_coords([f.name for f in self.files])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        size = self.tile_size
+        out = np.empty((stop - start, size, size, 3), dtype=np.uint8)
+        for i, file in enumerate(self.files[start:stop]):
+            out[i] = read_tile_image(file, size)
+        return out
+
+
+class SlideSource(TileSource):
+    """Tissue tiles of a whole slide at `spec.target_mpp`, via `fusion.wsi` (tiffslide)."""
+
+    def __init__(self, path: str | Path, spec: Any):
+        from fusion.wsi import Slide, tile_coordinates
+
+        self.path = Path(path)
+        self.spec = spec
+        self.tile_size = int(spec.tile_size)
+        with Slide(self.path) as slide:
+            self.slide_mpp = slide.mpp
+            self.dimensions = tuple(int(d) for d in slide.dimensions)
+            self.coords = np.asarray(tile_coordinates(slide, spec), dtype=np.int64).reshape(-1, 2)
+        if len(self.coords) == 0:
+            raise ValueError(f"no tissue found in slide: {self.path}")
+        self._slide: Any = None
+
+    @property
+    def mpp(self) -> float | None:
+        known = self.slide_mpp is not None or getattr(self.spec, "fallback_mpp", None) is not None
+        return float(self.spec.target_mpp) if known else self.slide_mpp
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "slide_mpp": self.slide_mpp, "slide_dimensions": list(self.dimensions)}
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        from fusion.wsi import Slide, iter_tiles
+
+        if self._slide is None:
+            self._slide = Slide(self.path).__enter__()
+        try:
+            batches = list(
+                iter_tiles(self._slide, self.coords[start:stop], self.spec, batch_size=stop - start)
+            )
+        except Exception as err:  # tiffslide/tifffile raise many types for a damaged slide
+            raise ValueError(f"cannot read tiles {start}-{stop} of slide '{self.path}': {err}") from err
+        return np.concatenate(batches, axis=0) if len(batches) != 1 else batches[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_slide"] = None  # an open file handle does not cross process boundaries
+        return state
+
+    def __del__(self) -> None:
+        if getattr(self, "_slide", None) is not None:
+            with contextlib.suppress(Exception):  # closing at interpreter shutdown is best effort
+                self._slide.__exit__(None, None, None)
+
+
+def slide_suffixes() -> tuple[str, ...]:
+    """Whole-slide suffixes from `fusion.wsi`, or a fallback list when it is not installed."""
+    try:
+        from fusion.wsi import SLIDE_SUFFIXES
+
+        return tuple(s.lower() for s in SLIDE_SUFFIXES)
+    except ImportError:
+        return (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")
+
+
+def make_source(path: str | Path, tile_size: int, spec: Any | None = None) -> TileSource:
+    """A folder -> FolderSource; a slide file -> SlideSource (needs `spec`, a `fusion.wsi.TilingSpec`)."""
+    path = Path(path)
+    if path.is_dir():
+        return FolderSource(path, tile_size)
+    if not path.exists():
+        raise ValueError(f"file or folder does not exist: {path}")
+    if path.name.lower().endswith(slide_suffixes()):
+        try:
+            import fusion.wsi  # noqa: F401
+        except ImportError as err:
+            raise ValueError(
+                f"'{path}' is a slide, but the whole-slide reader fusion.wsi is unavailable"
+            ) from err
+        if spec is None:
+            raise ValueError(f"'{path}' is a slide: a tiling spec is needed to tile it")
+        return SlideSource(path, spec)
+    raise ValueError(f"'{path}' is neither a folder of tiles nor a slide ({', '.join(slide_suffixes())})")
