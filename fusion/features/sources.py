@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fusion.modalities.histology_inputs import TILE_SUFFIXES, read_tile_image, tile_files
+from fusion.wsi import SLIDE_SUFFIXES
 
 _COORD_NAME = re.compile(r"(?:^|[^a-z0-9])x(\d+)[_\-]y(\d+)(?:[^0-9]|$)", re.IGNORECASE)
 
@@ -125,16 +126,6 @@ class SlideSource(TileSource):
                 self._slide.__exit__(None, None, None)
 
 
-def slide_suffixes() -> tuple[str, ...]:
-    """Whole-slide suffixes from `fusion.wsi`, or a fallback list when it is not installed."""
-    try:
-        from fusion.wsi import SLIDE_SUFFIXES
-
-        return tuple(s.lower() for s in SLIDE_SUFFIXES)
-    except ImportError:
-        return (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")
-
-
 def make_source(path: str | Path, tile_size: int, spec: Any | None = None) -> TileSource:
     """A folder -> FolderSource; a slide file -> SlideSource (needs `spec`, a `fusion.wsi.TilingSpec`)."""
     path = Path(path)
@@ -142,14 +133,8 @@ def make_source(path: str | Path, tile_size: int, spec: Any | None = None) -> Ti
         return FolderSource(path, tile_size)
     if not path.exists():
         raise ValueError(f"file or folder does not exist: {path}")
-    if path.name.lower().endswith(slide_suffixes()):
-        try:
-            import fusion.wsi  # noqa: F401
-        except ImportError as err:
-            raise ValueError(
-                f"'{path}' is a slide, but the whole-slide reader fusion.wsi is unavailable"
-            ) from err
+    if path.name.lower().endswith(SLIDE_SUFFIXES):
         if spec is None:
             raise ValueError(f"'{path}' is a slide: a tiling spec is needed to tile it")
         return SlideSource(path, spec)
-    raise ValueError(f"'{path}' is neither a folder of tiles nor a slide ({', '.join(slide_suffixes())})")
+    raise ValueError(f"'{path}' is neither a folder of tiles nor a slide ({', '.join(SLIDE_SUFFIXES)})")

@@ -29,7 +29,8 @@ _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 _OD_MAX = math.log(256.0)  # optical density of an 8-bit black pixel, with the +1 offset below
 INPUTS = ("tiles", "features")
 #: Used when `fusion.wsi` is not importable; the error for a slide path needs only the names.
-_SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+# whole-slide formats (broader than fusion.wsi reads): named only to tell the user to extract features first
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 
 
 def is_tile(path: Path) -> bool:
@@ -114,15 +115,6 @@ def pad_bags(items: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"tiles": tiles, "mask": mask}
 
 
-def slide_suffixes() -> tuple[str, ...]:
-    """Whole-slide image suffixes: ours plus `fusion.wsi.SLIDE_SUFFIXES` when importable."""
-    try:
-        from fusion.wsi import SLIDE_SUFFIXES
-    except ImportError:
-        return _SLIDE_SUFFIXES
-    return tuple(dict.fromkeys(_SLIDE_SUFFIXES + tuple(SLIDE_SUFFIXES)))
-
-
 def feature_file_dim(path: Path) -> int:
     """The feature dimension D of a feature file, read from its header only (no features loaded)."""
     try:
@@ -149,7 +141,7 @@ def reference_problem(path: Path, input_kind: str, feature_dim: int | None) -> s
         kind = "tile folder" if input_kind == "tiles" else "feature file"
         return f"{kind} does not exist: {path}"
     mixing = "one cohort cannot mix tile folders and feature files (their encoders differ)"
-    if path.is_file() and not is_feature_file(path) and path.name.lower().endswith(slide_suffixes()):
+    if path.is_file() and not is_feature_file(path) and path.name.lower().endswith(SLIDE_SUFFIXES):
         return (
             f"'{path}' is a whole-slide image, which the histology modality does not read: run "
             "fusion-extract-features first and point the manifest at the feature files (input: features)"
