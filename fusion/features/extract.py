@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fusion.data.cohort import is_missing, read_table
 from fusion.errors import ExtractionError
-from fusion.features.sources import TileSource, make_source
+from fusion.features.sources import MultiSource, TileSource, make_source
 from fusion.features.store import is_feature_file, write_features
 from fusion.nn.tile_encoders import TileEncoder
 
@@ -212,9 +212,11 @@ def _one_patient(
     """Extract (or find) one patient's feature file; None when the cell is empty or the patient failed."""
     if is_missing(cell):
         return None
-    src = Path(str(cell).strip())
-    src = src if src.is_absolute() else root / src
-    if is_feature_file(src):
+    # several slides of one patient: paths separated by ';' in the cell, read as one bag
+    srcs = [Path(part.strip()) for part in str(cell).split(";") if part.strip()]
+    srcs = [p if p.is_absolute() else root / p for p in srcs]
+    src = srcs[0]
+    if len(srcs) == 1 and is_feature_file(src):
         report.given.append(pid)
         return src
     target = out / f"{name}{job['suffix']}"
@@ -223,7 +225,8 @@ def _one_patient(
         return target
     start = time.perf_counter()
     try:
-        source = make_source(src, job["tile_size"], job["spec"])
+        parts = [make_source(p, job["tile_size"], job["spec"]) for p in srcs]
+        source = parts[0] if len(parts) == 1 else MultiSource(parts)
         features = encode_source(
             source,
             encoder,
@@ -233,7 +236,7 @@ def _one_patient(
             precision=job["precision"],
         )
     except (ValueError, OSError) as err:
-        message = f"patient '{pid}' ({job['column']}: '{src}'): {err}"
+        message = f"patient '{pid}' ({job['column']}: '{';'.join(map(str, srcs))}'): {err}"
         if job["on_error"] == "raise":
             raise ExtractionError(message) from err
         log.error("skipping %s", message)
@@ -248,7 +251,8 @@ def _one_patient(
         "n_tiles": len(source),
         **source.metadata(),
     }
-    write_features(target, features, torch.from_numpy(source.coords), metadata)
+    extra = {"slide_index": torch.from_numpy(source.slide_index)} if isinstance(source, MultiSource) else None
+    write_features(target, features, torch.from_numpy(source.coords), metadata, extra)
     seconds = time.perf_counter() - start
     report.extracted.append(pid)
     report.tiles += len(source)

@@ -126,6 +126,39 @@ class SlideSource(TileSource):
                 self._slide.__exit__(None, None, None)
 
 
+class MultiSource(TileSource):
+    """Several slides (or tile folders) of one patient as one bag; `slide_index` names each tile's slide."""
+
+    def __init__(self, sources: list[TileSource]):
+        self.sources = sources
+        self.path = sources[0].path
+        self.tile_size = sources[0].tile_size
+        if any(s.tile_size != self.tile_size for s in sources):
+            raise ValueError("a patient's slides must be read at one tile size")
+        self.coords = np.concatenate([s.coords for s in sources])
+        self.slide_index = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, s in enumerate(sources)])
+        self.offsets = np.cumsum([0] + [len(s) for s in sources])
+
+    @property
+    def mpp(self) -> float | None:
+        return self.sources[0].mpp
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "source": ";".join(s.path.name for s in self.sources),
+            "mpp": self.mpp,
+            "slides": [s.path.name for s in self.sources],
+        }
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        for i, source in enumerate(self.sources):
+            lo, hi = max(start, self.offsets[i]), min(stop, self.offsets[i + 1])
+            if lo < hi:
+                parts.append(source.read(int(lo - self.offsets[i]), int(hi - self.offsets[i])))
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+
 def make_source(path: str | Path, tile_size: int, spec: Any | None = None) -> TileSource:
     """A folder -> FolderSource; a slide file -> SlideSource (needs `spec`, a `fusion.wsi.TilingSpec`)."""
     path = Path(path)

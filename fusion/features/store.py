@@ -27,6 +27,7 @@ class FeatureBag:
     features: torch.Tensor  # (N, D) float
     coords: torch.Tensor  # (N, 2) int64, level-0 pixel (x, y) of each tile's top-left corner
     metadata: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. slide_index (N,) for several slides
 
 
 def is_feature_file(path: Path) -> bool:
@@ -34,12 +35,23 @@ def is_feature_file(path: Path) -> bool:
 
 
 def write_features(
-    path: str | Path, features: torch.Tensor, coords: torch.Tensor, metadata: dict[str, object] | None = None
+    path: str | Path,
+    features: torch.Tensor,
+    coords: torch.Tensor,
+    metadata: dict[str, object] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write atomically; `metadata` values are stored as strings (JSON for non-strings)."""
+    """Write atomically; `metadata` values are stored as strings (JSON for non-strings); `extra` holds
+    more per-tile tensors of length N (e.g. `slide_index` when a patient's tiles come from several slides)."""
     path = Path(path)
     features, coords = torch.as_tensor(features), torch.as_tensor(coords, dtype=torch.int64)
     _check_shapes(path, features, coords)
+    extra = {k: torch.as_tensor(v).contiguous() for k, v in (extra or {}).items()}
+    for key, value in extra.items():
+        if key in ("features", "coords") or value.shape[:1] != features.shape[:1]:
+            raise ValueError(
+                f"'{path}': extra tensor '{key}' must be new and have N={features.shape[0]} rows"
+            )
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -48,13 +60,16 @@ def write_features(
         if path.name.lower().endswith(SAFETENSORS_SUFFIXES):
             from safetensors.torch import save_file
 
-            save_file({"features": features.contiguous(), "coords": coords.contiguous()}, tmp, metadata=meta)
+            tensors = {"features": features.contiguous(), "coords": coords.contiguous(), **extra}
+            save_file(tensors, tmp, metadata=meta)
         elif path.name.lower().endswith(HDF5_SUFFIXES):
             import h5py
 
             with h5py.File(tmp, "w") as h5:
                 h5.create_dataset("features", data=features.numpy())
                 h5.create_dataset("coords", data=coords.numpy())
+                for key, value in extra.items():
+                    h5.create_dataset(key, data=value.numpy())
                 h5.attrs.update(meta)
         else:
             raise ValueError(f"{path}: unsupported feature file type (use one of {FEATURE_SUFFIXES})")
@@ -79,7 +94,7 @@ def read_features(path: str | Path) -> FeatureBag:
             import h5py
 
             with h5py.File(path, "r") as h5:
-                tensors = {k: torch.from_numpy(np.asarray(h5[k])) for k in ("features", "coords") if k in h5}
+                tensors = {k: torch.from_numpy(np.asarray(h5[k])) for k in h5}
                 metadata = {k: str(v) for k, v in h5.attrs.items()}
         else:
             raise ValueError(f"unsupported feature file type (use one of {FEATURE_SUFFIXES})")
@@ -96,7 +111,8 @@ def read_features(path: str | Path) -> FeatureBag:
     _check_shapes(path, features, coords)
     if features.shape[0] == 0:
         raise ValueError(f"'{path}': feature file holds no tiles")
-    return FeatureBag(features, coords, metadata)
+    extra = {k: v for k, v in tensors.items() if k not in ("features", "coords")}
+    return FeatureBag(features, coords, metadata, extra)
 
 
 def _check_shapes(path: Path, features: torch.Tensor, coords: torch.Tensor) -> None:

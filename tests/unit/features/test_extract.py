@@ -211,6 +211,27 @@ def test_slide_source_tiles_a_pyramidal_tiff(tmp_path: Path):
     assert bag.metadata["mpp"] == "0.5" and bag.metadata["slide_mpp"] == "0.25"
 
 
+def test_several_slides_of_one_patient_make_one_bag_with_slide_index(tmp_path: Path):
+    wsi = pytest.importorskip("fusion.wsi")
+    pyramid = pytest.importorskip("tests.unit.wsi.pyramid")
+    image = pyramid.he_like_image(768, 512)
+    for name in ("a.tif", "b.tif"):
+        pyramid.write_pyramidal_tiff(tmp_path / name, image, mpp=0.25)
+    spec = wsi.TilingSpec(tile_size=TILE, target_mpp=0.5)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"patient_id": ["s1", "s2"], "histology": ["a.tif; b.tif", "a.tif"]}).to_csv(
+        manifest, index=False
+    )
+    _extract(manifest, tmp_path / "out", spec=spec, batch_size=5)
+    both, one = (read_features(tmp_path / "out" / f"{p}.safetensors") for p in ("s1", "s2"))
+    n = len(one.coords)
+    assert len(both.coords) == 2 * n and both.extra["slide_index"].tolist() == [0] * n + [1] * n
+    assert "slide_index" not in one.extra
+    assert torch.allclose(both.features[:n], one.features, atol=1e-5)  # same slide twice: same features
+    assert torch.allclose(both.features[n:], one.features, atol=1e-5)
+    assert both.metadata["slides"] == '["a.tif", "b.tif"]'
+
+
 def test_cli_runs_through_hydra(cohort: Path, tmp_path: Path):
     out, run_dir = tmp_path / "features", tmp_path / "run"
     args = [

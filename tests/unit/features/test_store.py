@@ -7,8 +7,16 @@ from fusion.features.store import is_feature_file, read_features, write_features
 @pytest.mark.parametrize("name", ["bag.safetensors", "bag.h5"])
 def test_round_trip_keeps_features_coords_and_metadata(tmp_path, name):
     features, coords = torch.randn(7, 16), torch.arange(14).view(7, 2) * 224
-    path = write_features(tmp_path / name, features, coords, {"encoder": "resnet50", "tile_size": 224})
+    slide_index = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    path = write_features(
+        tmp_path / name,
+        features,
+        coords,
+        {"encoder": "resnet50", "tile_size": 224},
+        {"slide_index": slide_index},
+    )
     bag = read_features(path)
+    assert torch.equal(bag.extra["slide_index"], slide_index)
     assert torch.equal(bag.features, features) and torch.equal(bag.coords, coords)
     assert bag.metadata["encoder"] == "resnet50" and bag.metadata["tile_size"] == "224"
     assert is_feature_file(path)
@@ -18,6 +26,10 @@ def test_round_trip_keeps_features_coords_and_metadata(tmp_path, name):
 def test_write_rejects_mismatched_shapes(tmp_path):
     with pytest.raises(ValueError, match=r"\(N, D\) and coords \(N, 2\)"):
         write_features(tmp_path / "x.safetensors", torch.randn(3, 4), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="extra tensor 'slide_index' must be new and have 3 rows"):
+        write_features(
+            tmp_path / "x.safetensors", torch.randn(3, 4), torch.zeros(3, 2), extra={"slide_index": [0]}
+        )
 
 
 def test_truncated_file_is_a_clear_error(tmp_path):
