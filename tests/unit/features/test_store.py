@@ -26,7 +26,7 @@ def test_round_trip_keeps_features_coords_and_metadata(tmp_path, name):
 def test_write_rejects_mismatched_shapes(tmp_path):
     with pytest.raises(ValueError, match=r"\(N, D\) and coords \(N, 2\)"):
         write_features(tmp_path / "x.safetensors", torch.randn(3, 4), torch.zeros(2, 2))
-    with pytest.raises(ValueError, match="extra tensor 'slide_index' must be new and have 3 rows"):
+    with pytest.raises(ValueError, match="extra tensor 'slide_index' must be new and have N=3 rows"):
         write_features(
             tmp_path / "x.safetensors", torch.randn(3, 4), torch.zeros(3, 2), extra={"slide_index": [0]}
         )
