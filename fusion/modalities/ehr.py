@@ -1,9 +1,10 @@
 """EHR: clinical variables (age, sex, stage, ECOG, LDH ...) from `ehr.csv`, one row per patient.
 
 Column types are decided once, from the table's pandas dtypes (numbers -> numeric, anything
-else -> categorical), unless `numeric` / `categorical` say otherwise. Numerics are z-scored with
-training statistics and carry a missing indicator; categories map to indices of a vocabulary
-learned on the training patients, with 0 reserved for missing and unseen values.
+else -> categorical), unless `numeric` / `categorical` / `ordinal` / `boolean` say otherwise
+(`ehr_types.py`). Numerics, ordinal ranks and booleans are z-scored with training statistics and
+carry a missing indicator; categories map to indices of a vocabulary learned on the training
+patients, with 0 reserved for missing and unseen values.
 
 encoder="tokens": one token per column (FT-Transformer tokenizer) -> (n, n_columns, embed_dim)
 encoder="mlp":    numerics + indicators + category embeddings -> MLP -> (n, embed_dim)
@@ -11,8 +12,7 @@ encoder="mlp":    numerics + indicators + category embeddings -> MLP -> (n, embe
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,51 +21,19 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from fusion.data.cohort import is_missing
+from fusion.modalities.ehr_types import (
+    ColumnTypes,
+    category,
+    infer_column_types,
+    ordinal_levels,
+    to_boolean,
+    to_rank,
+)
 from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
 from fusion.nn.tokenizer import FeatureTokenizer
 
 ENCODERS = ("tokens", "mlp")
-
-
-def category(value: Any) -> str | None:
-    """A categorical cell as a canonical string (1.0 -> '1', ' F ' -> 'F'); None when empty."""
-    if is_missing(value):
-        return None
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def infer_column_types(
-    frame: pd.DataFrame, numeric: Sequence[str] = (), categorical: Sequence[str] = ()
-) -> tuple[list[str], list[str]]:
-    """Split the frame's columns into (numeric, categorical): declared types first, else the dtype.
-
-    A text column whose values are mostly numbers is probably a numeric column with a typo
-    ("n/a", "12,5"); it stays categorical as the contract says, but with a warning naming it.
-    """
-    num, cat = [], []
-    for col in frame.columns:
-        series = frame[col]
-        if col in numeric:
-            num.append(col)
-        elif col in categorical:
-            cat.append(col)
-        elif pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-            num.append(col)
-        else:
-            cat.append(col)
-            present = series[~series.map(is_missing)]
-            parsed = pd.to_numeric(present, errors="coerce")
-            if len(present) and parsed.notna().mean() >= 0.8:
-                bad = sorted(set(present[parsed.isna()].astype(str)))[:5]
-                warnings.warn(
-                    f"EHR column '{col}' is treated as categorical because of non-numeric values {bad}; "
-                    f"fix them or declare numeric=[{col}]",
-                    stacklevel=2,
-                )
-    return num, cat
+__all__ = ["EHRModality", "category", "infer_column_types"]  # the helpers moved to ehr_types
 
 
 class EHRTokenEncoder(nn.Module):
@@ -112,6 +80,8 @@ class EHRModality(TableModality):
         on_error: ``raise`` or ``drop_modality`` for a broken row.
         columns: columns to use; None = every column but patient_id.
         numeric / categorical: columns whose type is declared rather than inferred from the dtype.
+        ordinal: ``{column: [levels, lowest first]}``; a value outside the levels is an error.
+        boolean: columns of true/false, yes/no, 1/0 (any case); any other value is an error.
         encoder: ``tokens`` (FT-Transformer tokenizer) or ``mlp``.
         embed_dim: token / output size.
         dropout: dropout of the ``mlp`` encoder.
@@ -127,6 +97,8 @@ class EHRModality(TableModality):
         columns: Sequence[str] | None = None,
         numeric: Sequence[str] | None = None,
         categorical: Sequence[str] | None = None,
+        ordinal: Mapping[str, Sequence[Any]] | None = None,
+        boolean: Sequence[str] | None = None,
         encoder: str = "tokens",
         embed_dim: int = 32,
         dropout: float = 0.1,
@@ -137,43 +109,62 @@ class EHRModality(TableModality):
         self.columns = None if columns is None else [str(c) for c in columns]
         self.numeric = [str(c) for c in numeric or []]
         self.categorical = [str(c) for c in categorical or []]
-        both = sorted(set(self.numeric) & set(self.categorical))
-        if both:
-            raise ValueError(f"modality '{name}': columns {both} are declared both numeric and categorical")
+        self.ordinal = ordinal_levels(ordinal, f"modality '{name}'")
+        self.boolean = [str(c) for c in boolean or []]
+        kinds: dict[str, list[str]] = {}
+        declared = {"numeric": self.numeric, "categorical": self.categorical}
+        for kind, cols in {**declared, "ordinal": list(self.ordinal), "boolean": self.boolean}.items():
+            for col in cols:
+                kinds.setdefault(col, []).append(kind)
+        clashes = [f"'{c}' both {' and '.join(k)}" for c, k in kinds.items() if len(k) > 1]
+        if clashes:
+            raise ValueError(f"modality '{name}': columns declared with two types: {', '.join(clashes)}")
         self.encoder, self.embed_dim, self.dropout = encoder, int(embed_dim), float(dropout)
         # The column decision (made in gather, or restored from a checkpoint) and the fitted state.
-        self.num_columns: list[str] | None = None
-        self.cat_columns: list[str] | None = None
+        self.types: ColumnTypes | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.vocab: dict[str, list[str]] | None = None
         self._index: list[dict[str, int]] = []
 
+    @property
+    def num_columns(self) -> list[str] | None:
+        """Numeric columns (ordinal and boolean ones are listed separately); None before gather."""
+        return None if self.types is None else self.types.numeric
+
+    @property
+    def cat_columns(self) -> list[str] | None:
+        return None if self.types is None else self.types.categorical
+
     # ----------------------------------------------------------------- cohort side
     def select_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The used columns; their types are decided here once and kept (also across cohorts)."""
         what = f"modality '{self.name}': columns"
-        if self.num_columns is None or self.cat_columns is None:
+        if self.types is None:
             wanted = self.columns if self.columns is not None else [str(c) for c in frame.columns]
-            undeclared = [c for c in self.numeric + self.categorical if c not in wanted]
+            declared = self.numeric + self.categorical + list(self.ordinal) + self.boolean
+            undeclared = [c for c in declared if c not in wanted]
             if undeclared:
                 raise ValueError(
-                    f"modality '{self.name}': numeric/categorical name {undeclared}, "
+                    f"modality '{self.name}': numeric/categorical/ordinal/boolean name {undeclared}, "
                     f"which are not among the used columns (table '{self.table_path}')"
                 )
             if not wanted:
                 raise ValueError(f"modality '{self.name}': table '{self.table_path}' has no columns to use")
             chosen = select_table_columns(frame, wanted, what, self.table_path)
-            self.num_columns, self.cat_columns = infer_column_types(chosen, self.numeric, self.categorical)
-        return select_table_columns(frame, self.num_columns + self.cat_columns, what, self.table_path)
+            rest = [c for c in chosen.columns if c not in self.ordinal and c not in self.boolean]
+            num, cat = infer_column_types(chosen[rest], self.numeric, self.categorical)
+            ordinal = {c: self.ordinal[c] for c in wanted if c in self.ordinal}
+            self.types = ColumnTypes(num, cat, ordinal, [c for c in wanted if c in self.boolean])
+        return select_table_columns(frame, self.types.columns, what, self.table_path)
 
     def check(self, ref: Any) -> list[str]:
-        """Non-numeric or infinite values in numeric columns, each naming the column and the value."""
+        """Bad values (non-numeric, infinite, unknown level, non-boolean), each naming row and column."""
         return [] if ref is None else self._parse(ref)[1]
 
     # ----------------------------------------------------------------- data side
     def load(self, ref: pd.Series) -> dict[str, Any]:
-        """{"num": float32 vector with NaN for missing, "cat": raw category strings or None}."""
+        """{"num": float32 (numeric, ordinal ranks, booleans; NaN = missing), "cat": strings or None}."""
         item, problems = self._parse(ref)
         if problems:
             raise ValueError("; ".join(problems))
@@ -183,7 +174,7 @@ class EHRModality(TableModality):
         """Numeric mean/std and category vocabularies from the training items only."""
         if not items:
             raise ValueError(f"modality '{self.name}': fit() got no training items")
-        cat_columns = self._types()[1]
+        cat_columns = self._types().categorical
         num = np.stack([np.asarray(item["num"], dtype=np.float64) for item in items]).reshape(len(items), -1)
         self.mean, self.std = nan_mean_std(num)
         self.vocab = {
@@ -222,11 +213,11 @@ class EHRModality(TableModality):
             raise RuntimeError(
                 f"modality '{self.name}': build_encoder() needs fit() or load_state_dict() first"
             )
-        num_columns, cat_columns = self._types()
-        cards = [len(self.vocab[col]) + 1 for col in cat_columns]
+        types = self._types()
+        cards = [len(self.vocab[col]) + 1 for col in types.categorical]
         if self.encoder == "tokens":
-            return EHRTokenEncoder(len(num_columns), cards, self.embed_dim)
-        return EHRMLPEncoder(len(num_columns), cards, self.embed_dim, self.dropout)
+            return EHRTokenEncoder(len(types.features), cards, self.embed_dim)
+        return EHRMLPEncoder(len(types.features), cards, self.embed_dim, self.dropout)
 
     @property
     def out_dim(self) -> int:
@@ -235,16 +226,17 @@ class EHRModality(TableModality):
     @property
     def n_tokens(self) -> int:
         """Tokens per patient from the ``tokens`` encoder (one per column)."""
-        num_columns, cat_columns = self._types()
-        return len(num_columns) + len(cat_columns) if self.encoder == "tokens" else 1
+        return len(self._types().columns) if self.encoder == "tokens" else 1
 
     # ----------------------------------------------------------------- fitted state
     def state_dict(self) -> dict[str, Any]:
-        if self.mean is None or self.std is None or self.vocab is None:
+        if self.mean is None or self.std is None or self.vocab is None or self.types is None:
             return {}
         return {
-            "numeric": list(self.num_columns or []),
-            "categorical": list(self.cat_columns or []),
+            "numeric": list(self.types.numeric),
+            "categorical": list(self.types.categorical),
+            "ordinal": {col: list(levels) for col, levels in self.types.ordinal.items()},
+            "boolean": list(self.types.boolean),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "vocab": {col: list(values) for col, values in self.vocab.items()},
@@ -253,36 +245,54 @@ class EHRModality(TableModality):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        self.num_columns, self.cat_columns = list(state["numeric"]), list(state["categorical"])
+        ordinal = {str(c): [str(v) for v in levels] for c, levels in state.get("ordinal", {}).items()}
+        self.types = ColumnTypes(
+            list(state["numeric"]), list(state["categorical"]), ordinal, list(state.get("boolean", []))
+        )
         self.mean = np.asarray(state["mean"], dtype=np.float64).reshape(-1)
         self.std = np.asarray(state["std"], dtype=np.float64).reshape(-1)
+        if self.mean.shape[0] != len(self.types.features):
+            raise ValueError(
+                f"modality '{self.name}': checkpoint state has {self.mean.shape[0]} numeric statistics "
+                f"for {len(self.types.features)} numeric/ordinal/boolean columns"
+            )
         self.vocab = {col: list(values) for col, values in state["vocab"].items()}
         self._build_index()
 
     # ----------------------------------------------------------------- helpers
-    def _types(self) -> tuple[list[str], list[str]]:
-        if self.num_columns is None or self.cat_columns is None:
+    def _types(self) -> ColumnTypes:
+        if self.types is None:
             raise RuntimeError(
                 f"modality '{self.name}': column types are not decided yet; call gather() on a cohort "
                 "or load_state_dict() from a checkpoint first"
             )
-        return self.num_columns, self.cat_columns
+        return self.types
 
     def _build_index(self) -> None:
         assert self.vocab is not None
-        self._index = [{v: i + 1 for i, v in enumerate(self.vocab[col])} for col in self._types()[1]]
+        self._index = [{v: i + 1 for i, v in enumerate(self.vocab[col])} for col in self._types().categorical]
 
     def _parse(self, row: pd.Series) -> tuple[dict[str, Any], list[str]]:
-        """The row as {"num", "cat"} plus every problem found, each naming the column and the value."""
-        num_columns, cat_columns = self._types()
+        """The row as {"num", "cat"} plus every problem found, each naming table, row, column and value."""
+        types = self._types()
         where = f"table '{self.table_path}', " if self.table_path is not None else ""
-        num, problems = np.full(len(num_columns), np.nan, dtype=np.float32), []
-        absent = [c for c in num_columns + cat_columns if c not in row.index]
+        where += f"patient '{row.name}', " if row.name is not None else ""
+        features = types.features
+        num, problems = np.full(len(features), np.nan, dtype=np.float32), []
+        absent = [c for c in types.columns if c not in row.index]
         if absent:
-            return {"num": num, "cat": [None] * len(cat_columns)}, [f"{where}columns {absent} are absent"]
-        for i, col in enumerate(num_columns):
+            return {"num": num, "cat": [None] * len(types.categorical)}, [
+                f"{where}columns {absent} are absent"
+            ]
+        for i, col in enumerate(features):
             try:
-                num[i] = to_number(row[col])
+                if col in types.ordinal:
+                    num[i] = to_rank(row[col], types.ordinal[col])
+                elif col in types.boolean:
+                    num[i] = to_boolean(row[col])
+                else:
+                    num[i] = to_number(row[col])
             except ValueError as err:
-                problems.append(f"{where}column '{col}': {err} in a numeric column")
-        return {"num": num, "cat": [category(row[col]) for col in cat_columns]}, problems
+                kind = "ordinal" if col in types.ordinal else "boolean" if col in types.boolean else "numeric"
+                problems.append(f"{where}column '{col}': {err} in a {kind} column")
+        return {"num": num, "cat": [category(row[col]) for col in types.categorical]}, problems
