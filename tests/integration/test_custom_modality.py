@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tests.integration.conftest import tiny_overrides
+from tests.integration.conftest import run_module, tiny_overrides
 
 PLUGIN = Path(__file__).parent / "user_plugin"
 
@@ -30,44 +28,26 @@ def test_user_modality_trains_and_predicts_via_hydra(cohort_copy, tmp_path):
     manifest["radiomics"] = paths
     manifest.to_csv(cohort_copy, index=False)
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{PLUGIN}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "WANDB_MODE": "offline",
-    }
+    env = {"PYTHONPATH": f"{PLUGIN}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     run = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.train",
-            f"data.manifest={cohort_copy}",
-            f"hydra.run.dir={run}",
-            f"hydra.searchpath=[file://{PLUGIN / 'conf'}]",
-            *tiny_overrides("modality=[genomics,radiomics]"),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "fusion.cli.train",
+        f"data.manifest={cohort_copy}",
+        f"hydra.run.dir={run}",
+        f"hydra.searchpath=[file://{PLUGIN / 'conf'}]",
+        *tiny_overrides("modality=[genomics,radiomics]"),
         env=env,
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "test/survival_cindex" in json.loads((run / "metrics.json").read_text())
 
     pred = tmp_path / "pred"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.predict",
-            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-            f"data.manifest={cohort_copy}",
-            f"hydra.run.dir={pred}",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "fusion.cli.predict",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"data.manifest={cohort_copy}",
+        f"hydra.run.dir={pred}",
         env=env,
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert len(pd.read_csv(pred / "predictions.csv")) == len(manifest)

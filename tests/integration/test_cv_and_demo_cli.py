@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from fusion.cross_validation import summarise
-from tests.integration.conftest import tiny_overrides
+from tests.integration.conftest import run_module, tiny_overrides
 
 
 def test_cv_runs_every_fold_and_tests_each_patient_once(tiny_cohort, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.cv",
-            f"data.manifest={tiny_cohort}",
-            f"hydra.run.dir={tmp_path}",
-            "cv.folds=3",
-            *tiny_overrides("modality=[genomics,ehr]", "trainer.max_epochs=1"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_module(
+        "fusion.cli.cv",
+        f"data.manifest={tiny_cohort}",
+        f"hydra.run.dir={tmp_path}",
+        "cv.folds=3",
+        *tiny_overrides("modality=[genomics,ehr]", "trainer.max_epochs=1"),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((tmp_path / "cv_metrics.json").read_text())
@@ -54,30 +45,18 @@ def test_summarise_mean_sd_and_t_interval():
 
 def test_demo_data_cli_writes_a_valid_cohort(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.demo_data",
-            f"out={out}",
-            "n_patients=6",
-            "seed=3",
-            "volume_shape=[8,8,8]",
-            "tile_size=8",
-            "n_genes=8",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_module(
+        "fusion.cli.demo_data",
+        f"out={out}",
+        "n_patients=6",
+        "seed=3",
+        "volume_shape=[8,8,8]",
+        "tile_size=8",
+        "n_genes=8",
+        f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert result.returncode == 0, result.stderr[-4000:]
     manifest = pd.read_csv(out / "manifest.csv")
     assert len(manifest) == 6 and (out / "genomics.csv").exists() and (out / "truth.csv").exists()
-    again = subprocess.run(
-        [sys.executable, "-m", "fusion.cli.demo_data", f"out={out}", f"hydra.run.dir={tmp_path / 'run2'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = run_module("fusion.cli.demo_data", f"out={out}", f"hydra.run.dir={tmp_path / 'run2'}")
     assert again.returncode == 1 and "not empty" in again.stderr

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 
-from tests.integration.conftest import tiny_overrides
+from tests.integration.conftest import run_module, tiny_overrides
 
 
 def test_extract_then_train_on_feature_bags(cohort_copy, tmp_path):
     out = tmp_path / "features"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.extract_features",
-            f"data.manifest={cohort_copy}",
-            f"out={out}",
-            "encoder=small_cnn",
-            "tile_size=16",
-            "batch_size=8",
-            "num_workers=0",
-            "progress=false",
-            f"hydra.run.dir={tmp_path / 'extract_run'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_module(
+        "fusion.cli.extract_features",
+        f"data.manifest={cohort_copy}",
+        f"out={out}",
+        "encoder=small_cnn",
+        "tile_size=16",
+        "batch_size=8",
+        "num_workers=0",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'extract_run'}",
     )
     assert result.returncode == 0, result.stderr[-4000:]
     derived = pd.read_csv(out / "manifest.csv")
@@ -38,24 +29,17 @@ def test_extract_then_train_on_feature_bags(cohort_copy, tmp_path):
     assert all((out / p).exists() for p in derived["histology"].dropna())
 
     run = tmp_path / "train"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.train",
-            f"data.manifest={out / 'manifest.csv'}",
-            f"hydra.run.dir={run}",
-            *tiny_overrides(
-                "modality=[histology,genomics]",
-                "modality.histology.input=features",
-                "modality.histology.feature_dim=16",
-                "modality.histology.aggregator=transmil",
-                "modality.histology.max_tiles_train=64",
-            ),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_module(
+        "fusion.cli.train",
+        f"data.manifest={out / 'manifest.csv'}",
+        f"hydra.run.dir={run}",
+        *tiny_overrides(
+            "modality=[histology,genomics]",
+            "modality.histology.input=features",
+            "modality.histology.feature_dim=16",
+            "modality.histology.aggregator=transmil",
+            "modality.histology.max_tiles_train=64",
+        ),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((run / "metrics.json").read_text())

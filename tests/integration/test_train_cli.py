@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -13,7 +10,7 @@ import torch
 
 from fusion import compose
 from fusion.training import run_training
-from tests.integration.conftest import TINY, tiny_overrides
+from tests.integration.conftest import TINY, run_module, tiny_overrides
 
 EXPECTED_KEYS = {
     f"{stage}/{metric}"
@@ -22,18 +19,13 @@ EXPECTED_KEYS = {
 }
 
 
-def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
-    )
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_cohort, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("train_run")
     overrides = [o if o != "logger=[csv]" else "logger=[csv,wandb]" for o in TINY]
-    result = _run("fusion.cli.train", f"data.manifest={tiny_cohort}", f"hydra.run.dir={run_dir}", *overrides)
+    result = run_module(
+        "fusion.cli.train", f"data.manifest={tiny_cohort}", f"hydra.run.dir={run_dir}", *overrides
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir
 
@@ -90,7 +82,7 @@ def test_predict_with_a_modality_column_emptied_predicts_every_patient(trained, 
     manifest["ct"] = None
     manifest.to_csv(cohort_copy, index=False)
     out = tmp_path / "pred"
-    result = _run(
+    result = run_module(
         "fusion.cli.predict",
         f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
         f"data.manifest={cohort_copy}",

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 
-from tests.integration.conftest import tiny_overrides
+from tests.integration.conftest import run_module, tiny_overrides
 
 
 def _validate(manifest, *extra):
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.validate",
-            f"data.manifest={manifest}",
-            f"hydra.run.dir={manifest.parent / 'validate_run'}",
-            *tiny_overrides(*extra),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return run_module(
+        "fusion.cli.validate",
+        f"data.manifest={manifest}",
+        f"hydra.run.dir={manifest.parent / 'validate_run'}",
+        *tiny_overrides(*extra),
     )
 
 
@@ -66,18 +56,11 @@ def test_training_stops_before_epoch_one_on_broken_input(cohort_copy):
     manifest = pd.read_csv(cohort_copy)
     manifest.loc[0, "histology"] = "histology/nowhere"
     manifest.to_csv(cohort_copy, index=False)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusion.cli.train",
-            f"data.manifest={cohort_copy}",
-            f"hydra.run.dir={cohort_copy.parent / 'run'}",
-            *tiny_overrides(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_module(
+        "fusion.cli.train",
+        f"data.manifest={cohort_copy}",
+        f"hydra.run.dir={cohort_copy.parent / 'run'}",
+        *tiny_overrides(),
     )
     assert result.returncode == 1
     assert f"patient '{manifest.loc[0, 'patient_id']}', column 'histology'" in result.stderr
