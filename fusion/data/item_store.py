@@ -23,7 +23,7 @@ from typing import Any
 
 from fusion.data.cohort import CohortError, Problem
 from fusion.data.disk_cache import DiskCache, NotCacheable, cache_mode, entry_key
-from fusion.data.records import PatientRecord, _file
+from fusion.data.records import PatientRecord, reference_file
 from fusion.modalities.base import Modality, ModalityError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,9 @@ class ItemStore:
                     log.warning("dropping %s (treated as missing): %s", name, value)
                     self.items[(pid, name)] = None
                 else:
-                    problems.append(Problem(pid, self.modalities[name].column, value.problem, _file(ref)))
+                    problems.append(
+                        Problem(pid, self.modalities[name].column, value.problem, reference_file(ref))
+                    )
             else:
                 self._keep((pid, name), outcome, value)
         if problems:
@@ -149,7 +151,7 @@ class ItemStore:
         except ModalityError as err:
             return None, err
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-            return None, ModalityError(pid, name, f"{type(err).__name__}: {err}", _file(ref))
+            return None, ModalityError(pid, name, f"{type(err).__name__}: {err}", reference_file(ref))
 
     def _entry_key(self, name: str, ref: Any) -> str | None:
         """The disk-cache key, or None when this item stays in memory (no disk cache, no file)."""

@@ -53,7 +53,7 @@ def collect_records(
             if ref is None:
                 continue
             for message in modalities[name].check(ref):
-                problems.append(Problem(pid, modalities[name].column, message, _file(ref)))
+                problems.append(Problem(pid, modalities[name].column, message, reference_file(ref)))
         records.append(record)
     return records, problems
 
@@ -65,5 +65,6 @@ def without_inputs(records: list[PatientRecord]) -> list[str]:
     return [r.patient_id for r in records if not r.has_any_modality()]
 
 
-def _file(ref: Any) -> str | None:
+def reference_file(ref: Any) -> str | None:
+    """The path a reference names (for error messages), or None for table rows."""
     return str(ref) if isinstance(ref, str | bytes) or hasattr(ref, "__fspath__") else None
