@@ -10,12 +10,15 @@ ehr.csv) and two tasks are run under repeated, stratified, patient-level k-fold 
 
 Every method sees the same outer folds; fusion trains on the inner train split and early-stops on the
 inner validation split (as `fusion-cv` does), the classical models fit on the whole outer training fold
-(Coxnet picks alpha on the same inner split first). Preprocessing is fitted on training patients only.
+(Coxnet picks alpha on the same inner split first) — or, with `--inner-train-only`, on the inner train
+split alone, the patients fusion fits on (a diagnostic of what the held-out validation costs).
+Preprocessing is fitted on training patients only.
 All methods are scored by `fusion.metrics` on the held-out fold.
 
     python benchmarks/real_data.py                       # 5 folds x 2 repeats, both tasks
     python benchmarks/real_data.py --quick               # 2 folds x 1 repeat, 5 epochs (smoke run)
     python benchmarks/real_data.py --fusion-overrides trainer.max_epochs=50 --json results.json
+    python benchmarks/real_data.py --tasks survival --inner-train-only  # fusion's patients only
 """
 
 from __future__ import annotations
@@ -111,17 +114,17 @@ def survival_target(frame: pd.DataFrame) -> np.ndarray:
     return Surv.from_arrays(frame["survival_event"].astype(bool), frame["survival_time"])
 
 
-def fit_cox(train: pd.DataFrame, val: pd.DataFrame, seed: int) -> Any:
+def fit_cox(train: pd.DataFrame, val: pd.DataFrame, seed: int, refit: bool = True) -> Any:
     from sklearn.pipeline import make_pipeline
     from sksurv.linear_model import CoxPHSurvivalAnalysis
 
-    full = pd.concat([train, val])
+    full = pd.concat([train, val]) if refit else train
     return make_pipeline(preprocessor("survival", True), CoxPHSurvivalAnalysis()).fit(
         full, survival_target(full)
     )
 
 
-def fit_coxnet(train: pd.DataFrame, val: pd.DataFrame, seed: int) -> Any:
+def fit_coxnet(train: pd.DataFrame, val: pd.DataFrame, seed: int, refit: bool = True) -> Any:
     """Elastic net (l1_ratio 0.5, 30 alphas): alpha with the best inner-val C-index, refit on train+val."""
     from sklearn.pipeline import make_pipeline
     from sksurv.linear_model import CoxnetSurvivalAnalysis
@@ -134,27 +137,27 @@ def fit_coxnet(train: pd.DataFrame, val: pd.DataFrame, seed: int) -> Any:
     xval = inner[:-1].transform(val)
     scores = [_cindex(harrell_cindex, inner[-1].predict(xval, alpha=a), val) for a in alphas]
     best = float(alphas[int(np.nanargmax(scores))])
-    full = pd.concat([train, val])
+    full = pd.concat([train, val]) if refit else train
     model = make_pipeline(
         preprocessor("survival", False), CoxnetSurvivalAnalysis(l1_ratio=0.5, alphas=[best])
     )
     return model.fit(full, survival_target(full))
 
 
-def fit_rsf(train: pd.DataFrame, val: pd.DataFrame, seed: int) -> Any:
+def fit_rsf(train: pd.DataFrame, val: pd.DataFrame, seed: int, refit: bool = True) -> Any:
     from sklearn.pipeline import make_pipeline
     from sksurv.ensemble import RandomSurvivalForest
 
-    full = pd.concat([train, val])
+    full = pd.concat([train, val]) if refit else train
     forest = RandomSurvivalForest(n_estimators=200, min_samples_leaf=15, n_jobs=2, random_state=seed)
     return make_pipeline(preprocessor("survival", False), forest).fit(full, survival_target(full))
 
 
-def fit_logreg(train: pd.DataFrame, val: pd.DataFrame, seed: int) -> Any:
+def fit_logreg(train: pd.DataFrame, val: pd.DataFrame, seed: int, refit: bool = True) -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    full = pd.concat([train, val])
+    full = pd.concat([train, val]) if refit else train
     model = make_pipeline(
         preprocessor("grade", False), LogisticRegression(max_iter=5000)
     )  # multinomial (lbfgs)
@@ -247,6 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "seed": args.seed,
         "fusion_overrides": extra,
+        "classical_fit_on": "inner train" if args.inner_train_only else "inner train + val",
         "tasks": {},
     }
     try:
@@ -264,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 info["fusion_own_metric"].append(fused["own_metric"])
                 info["fusion_epochs"].append(fused["epochs"])
                 for name, fit in CLASSICAL[task].items():
-                    model = fit(train, val, args.seed + fold["fold"])
+                    model = fit(train, val, args.seed + fold["fold"], refit=not args.inner_train_only)
                     per_fold[name].append(score(task, test, classical_prediction(task, model, test)))
                 info["seconds"].append(round(time.perf_counter() - start, 1))
                 line = "  ".join(f"{m} {per_fold[m][-1]:.3f}" for m in methods)
@@ -300,6 +304,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=42, help="fold seed (repeat r uses seed + 1000 r)")
     parser.add_argument("--val", type=float, default=0.15, help="inner validation fraction (as cv.val)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument(
+        "--inner-train-only",
+        action="store_true",
+        help="diagnostic: fit the classical models on fusion's inner train split only (not train + val)",
+    )
     parser.add_argument("--fusion-overrides", nargs="*", default=[], help="extra Hydra overrides for fusion")
     parser.add_argument("--json", type=Path, default=Path("outputs/benchmarks/real_data.json"))
     parser.add_argument("--workdir", type=Path, default=None, help="keep cohorts and fusion runs here")

@@ -2,9 +2,11 @@
 
 Column types are decided once, from the table's pandas dtypes (numbers -> numeric, anything
 else -> categorical), unless `numeric` / `categorical` / `ordinal` / `boolean` say otherwise
-(`ehr_types.py`). Numerics, ordinal ranks and booleans are z-scored with training statistics and
-carry a missing indicator; categories map to indices of a vocabulary learned on the training
-patients, with 0 reserved for missing and unseen values.
+(`ehr_types.py`). Numerics are mapped to normal scores through the training patients' quantiles
+(`scaling: quantile`, the default; see `quantile_scaling.py` for why) or z-scored (`scaling: zscore`);
+ordinal ranks and booleans are z-scored with training statistics; every number carries a missing
+indicator. Categories map to indices of a vocabulary learned on the training patients, with 0
+reserved for missing and unseen values.
 
 encoder="tokens": one token per column (FT-Transformer tokenizer) -> (n, n_columns, embed_dim)
 encoder="mlp":    numerics + indicators + category embeddings -> MLP -> (n, embed_dim)
@@ -29,10 +31,12 @@ from fusion.modalities.ehr_types import (
     to_boolean,
     to_rank,
 )
+from fusion.modalities.quantile_scaling import fit_quantiles, quantile_normal
 from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
 from fusion.nn.tokenizer import FeatureTokenizer
 
 ENCODERS = ("tokens", "mlp")
+SCALINGS = ("quantile", "zscore")
 __all__ = ["EHRModality", "category", "infer_column_types"]  # the helpers moved to ehr_types
 
 
@@ -83,6 +87,7 @@ class EHRModality(TableModality):
         ordinal: ``{column: [levels, lowest first]}``; a value outside the levels is an error.
         boolean: columns of true/false, yes/no, 1/0 (any case); any other value is an error.
         encoder: ``tokens`` (FT-Transformer tokenizer) or ``mlp``.
+        scaling: numeric columns -> ``quantile`` normal scores (default) or ``zscore``.
         embed_dim: token / output size.
         dropout: dropout of the ``mlp`` encoder.
     """
@@ -100,12 +105,16 @@ class EHRModality(TableModality):
         ordinal: Mapping[str, Sequence[Any]] | None = None,
         boolean: Sequence[str] | None = None,
         encoder: str = "tokens",
+        scaling: str = "quantile",
         embed_dim: int = 32,
         dropout: float = 0.1,
     ):
         super().__init__(name=name, table=table, on_error=on_error)
         if encoder not in ENCODERS:
             raise ValueError(f"modality '{name}': encoder must be one of {ENCODERS}, got '{encoder}'")
+        if scaling not in SCALINGS:
+            raise ValueError(f"modality '{name}': scaling must be one of {SCALINGS}, got '{scaling}'")
+        self.scaling = scaling
         self.columns = None if columns is None else [str(c) for c in columns]
         self.numeric = [str(c) for c in numeric or []]
         self.categorical = [str(c) for c in categorical or []]
@@ -124,6 +133,9 @@ class EHRModality(TableModality):
         self.types: ColumnTypes | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        # quantile scaling of the numeric columns: (q, n_numeric) training quantiles and value counts
+        self.quantiles: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
         self.vocab: dict[str, list[str]] | None = None
         self._index: list[dict[str, int]] = []
 
@@ -171,12 +183,14 @@ class EHRModality(TableModality):
         return item
 
     def fit(self, items: list[dict[str, Any]]) -> None:
-        """Numeric mean/std and category vocabularies from the training items only."""
+        """Numeric mean/std (and quantiles) and category vocabularies from the training items only."""
         if not items:
             raise ValueError(f"modality '{self.name}': fit() got no training items")
         cat_columns = self._types().categorical
         num = np.stack([np.asarray(item["num"], dtype=np.float64) for item in items]).reshape(len(items), -1)
         self.mean, self.std = nan_mean_std(num)
+        if self.scaling == "quantile":
+            self.quantiles, self.counts = fit_quantiles(num[:, : len(self._types().numeric)])
         self.vocab = {
             col: sorted({item["cat"][j] for item in items if item["cat"][j] is not None})
             for j, col in enumerate(cat_columns)
@@ -184,7 +198,7 @@ class EHRModality(TableModality):
         self._build_index()
 
     def transform(self, item: dict[str, Any], train: bool) -> dict[str, Tensor]:
-        """Standardised numerics (missing -> 0), missing indicators, category indices (unseen -> 0)."""
+        """Scaled numerics (missing -> 0), missing indicators, category indices (unseen -> 0)."""
         if self.mean is None or self.std is None or self.vocab is None:
             raise RuntimeError(
                 f"modality '{self.name}': transform() called before fit(); fit on the training items "
@@ -192,7 +206,11 @@ class EHRModality(TableModality):
             )
         x = np.asarray(item["num"], dtype=np.float64)
         missing = np.isnan(x)
-        z = np.where(missing, 0.0, (x - self.mean) / self.std)
+        z = (x - self.mean) / self.std
+        if self.quantiles is not None and self.counts is not None:
+            n_numeric = self.quantiles.shape[1]
+            z[:n_numeric] = quantile_normal(x[:n_numeric], self.quantiles, self.counts)
+        z = np.where(missing, 0.0, z)
         cat = [
             index.get(value, 0) if value is not None else 0
             for index, value in zip(self._index, item["cat"], strict=True)
@@ -239,6 +257,11 @@ class EHRModality(TableModality):
             "boolean": list(self.types.boolean),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            **(
+                {"quantiles": self.quantiles.tolist(), "counts": self.counts.tolist()}
+                if self.quantiles is not None and self.counts is not None
+                else {}
+            ),
             "vocab": {col: list(values) for col, values in self.vocab.items()},
         }
 
@@ -256,6 +279,13 @@ class EHRModality(TableModality):
                 f"modality '{self.name}': checkpoint state has {self.mean.shape[0]} numeric statistics "
                 f"for {len(self.types.features)} numeric/ordinal/boolean columns"
             )
+        # the fitted state decides the scaling (a zscore checkpoint carries no quantiles)
+        self.scaling = "quantile" if "quantiles" in state else "zscore"
+        if self.scaling == "quantile":
+            self.quantiles = np.asarray(state["quantiles"], dtype=np.float64).reshape(
+                -1, len(self.types.numeric)
+            )
+            self.counts = np.asarray(state["counts"], dtype=np.float64).reshape(-1)
         self.vocab = {col: list(values) for col, values in state["vocab"].items()}
         self._build_index()
 

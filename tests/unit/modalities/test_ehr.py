@@ -135,7 +135,7 @@ def test_fit_uses_training_items_only(tmp_path):
 
 
 def test_transform_missing_indicator_and_unseen_category(tmp_path):
-    mod, items = fitted(write_cohort(tmp_path, ehr_frame()))
+    mod, items = fitted(write_cohort(tmp_path, ehr_frame()), scaling="zscore")
     p1 = mod.transform(items["p1"], train=True)  # ldh missing
     assert p1["num"].dtype == torch.float32 and p1["cat"].dtype == torch.long
     assert p1["num_missing"].tolist() == [False, False, True] and p1["num"][2].item() == 0.0
@@ -145,6 +145,19 @@ def test_transform_missing_indicator_and_unseen_category(tmp_path):
     assert p8["cat"][2].item() == 0  # 'vaping' never seen in training
     assert p8["cat"][:2].tolist() == [2, 4]  # 'M', 'IV'
     assert not p8["num_missing"].any()
+
+
+def test_quantile_scaling_is_the_default_and_bounds_a_new_extreme(tmp_path):
+    frame = ehr_frame()
+    mod, items = fitted(write_cohort(tmp_path, frame))
+    assert mod.scaling == "quantile" and mod.quantiles is not None
+    train_ages = frame.set_index("patient_id").loc[TRAIN, "age"].to_numpy(float)
+    ranks = [mod.transform(items[pid], False)["num"][0].item() for pid in TRAIN]
+    assert np.argsort(ranks, kind="stable").tolist() == np.argsort(train_ages, kind="stable").tolist()
+    bound = max(abs(r) for r in ranks)
+    extreme = {**items["p0"], "num": np.array([1e9, 1.0, 1e9], dtype=np.float32)}
+    z = mod.transform(extreme, False)["num"]
+    assert z[0].item() == pytest.approx(bound) and abs(z[2].item()) <= bound + 1e-6  # not 1e9 / sd
 
 
 def test_collate_shapes_and_transform_before_fit(tmp_path):
