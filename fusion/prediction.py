@@ -2,21 +2,29 @@
 
 A checkpoint holds, beside the weights, the resolved training config and every modality's fitted
 state (normalisers, vocabularies), so prediction needs no access to the training cohort. Any
-modality may be missing for any patient; labels are not needed.
+modality may be missing for any patient; labels are not needed, but when the manifest has
+them the predictions are scored and reported as in training.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fusion.data.cohort import Cohort
+from fusion.evaluation import EvaluationSettings, labels_by_head
+from fusion.evaluation.core import has_labels
+from fusion.evaluation.pipeline import evaluate_and_report, write_metrics
+from fusion.evaluation.reference import from_checkpoint
+from fusion.heads.base import Head
 from fusion.lit import LitFusion
+from fusion.modalities.base import Modality
 from fusion.pipeline import build_datamodule, build_heads, build_modalities, build_model
 from fusion.predictions import predictions_frame
 
@@ -35,6 +43,18 @@ def load_checkpoint(ckpt_path: str | Path) -> dict:
     return checkpoint
 
 
+def load_model(checkpoint: dict) -> tuple[DictConfig, dict[str, Modality], dict[str, Head], LitFusion]:
+    """The trained pipeline from a loaded checkpoint: config, fitted modalities, heads, weights."""
+    cfg = OmegaConf.create(checkpoint["fusion"]["config"])
+    modalities = build_modalities(cfg)
+    for name, modality in modalities.items():
+        modality.load_state_dict(checkpoint["fusion"]["modality_state"].get(name, {}))
+    heads = build_heads(cfg)
+    lit = LitFusion(build_model(cfg, modalities, heads))
+    lit.load_state_dict(checkpoint["state_dict"])
+    return cfg, modalities, heads, lit
+
+
 def predict_manifest(
     ckpt_path: str | Path,
     manifest: str | Path,
@@ -42,17 +62,19 @@ def predict_manifest(
     batch_size: int = 32,
     num_workers: int = 0,
     accelerator: str = "auto",
+    evaluation: Any | None = None,
+    report_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Predict every patient of `manifest`; write `output` (CSV) if given and return the table."""
+    """Predict every patient of `manifest`; write `output` (CSV) if given and return the table.
+
+    With `evaluation` settings (the `evaluation:` config block) and labels in the manifest, also
+    score the predictions: `metrics.json` (test/ keys + ci95) and `report/` in `report_dir`
+    (default: beside `output`). Survival metrics that need the training split (Uno's C, td-AUC,
+    Brier) use the reference stored in the checkpoint that training evaluated (the best one).
+    """
+    settings = None if evaluation is None else EvaluationSettings.from_config(evaluation)
     checkpoint = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(checkpoint["fusion"]["config"])
-    modalities = build_modalities(cfg)
-    for name, modality in modalities.items():
-        modality.load_state_dict(checkpoint["fusion"]["modality_state"].get(name, {}))
-    heads = build_heads(cfg)
-    model = build_model(cfg, modalities, heads)
-    lit = LitFusion(model)
-    lit.load_state_dict(checkpoint["state_dict"])
+    cfg, modalities, heads, lit = load_model(checkpoint)
 
     cohort = Cohort.load(manifest)
     cfg.data.batch_size, cfg.data.num_workers = batch_size, num_workers
@@ -75,4 +97,14 @@ def predict_manifest(
         output = Path(output)
         output.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(output, index=False)
+    test_records = datamodule.records.get("predict", [])
+    if settings is not None and has_labels(labels_by_head(test_records, heads)):
+        folder = Path(report_dir) if report_dir is not None else Path(output or ".").parent
+        folder.mkdir(parents=True, exist_ok=True)
+        result = evaluate_and_report(
+            frame, datamodule.records, "predict", heads, settings, from_checkpoint(checkpoint), folder
+        )
+        info = {"checkpoint": str(ckpt_path), "n_patients": {"test": len(test_records)}}
+        write_metrics(folder / "metrics.json", result.metrics, result.ci95, info)
+        log.info("labelled manifest: metrics and report written to %s", folder)
     return frame

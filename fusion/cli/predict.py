@@ -1,4 +1,5 @@
-"""fusion-predict ckpt_path=CKPT data.manifest=PATH: predictions.csv for every patient of a manifest."""
+"""fusion-predict ckpt_path=CKPT data.manifest=PATH: predictions.csv for every patient of a manifest;
+with labels in the manifest also metrics.json and report/ (as fusion-train writes for its test split)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def main(cfg: DictConfig) -> None:
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
         accelerator=cfg.accelerator,
+        evaluation=cfg.get("evaluation"),
+        report_dir=cfg.paths.output_dir,
     )
     print(f"wrote {len(frame)} predictions to {cfg.output}")
 

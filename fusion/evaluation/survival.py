@@ -1,0 +1,110 @@
+"""Test-time evaluation of the survival head: Harrell's C always; with the training reference also
+Uno's C, cumulative/dynamic AUC and Brier score at each horizon, and the integrated Brier score.
+Kaplan–Meier curves of predicted risk groups with a log-rank test go to the report."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.evaluation.base import HeadEvaluation, labelled_rows
+from fusion.evaluation.reference import SurvivalReference
+from fusion.evaluation.settings import EvaluationSettings
+from fusion.metrics import weighted_survival as ws
+
+log = logging.getLogger(__name__)
+GROUP_NAMES = {2: ["low risk", "high risk"], 3: ["low risk", "intermediate risk", "high risk"]}
+
+
+def horizons(
+    settings: EvaluationSettings, reference: SurvivalReference, test_time: np.ndarray
+) -> dict[str, float]:
+    """Key label -> horizon; each clipped below the test set's longest follow-up (so patients remain
+    at risk there: the Brier/AUC at the last observed time has no controls)."""
+    chosen = (
+        {f"{h:g}": h for h in settings.horizons} if settings.horizons else dict(reference.event_quantiles)
+    )
+    below_max = test_time[test_time < test_time.max()] if len(test_time) else test_time
+    if len(below_max) == 0:
+        return {}
+    ceiling = float(below_max.max())
+    return {label: min(h, ceiling) for label, h in chosen.items()}
+
+
+def evaluate_survival(
+    name: str,
+    frame: pd.DataFrame,
+    labels: dict[str, Any],
+    settings: EvaluationSettings,
+    reference: SurvivalReference | None,
+) -> HeadEvaluation:
+    rows = labelled_rows(frame, labels, ["risk"])
+    risk = frame["risk"].to_numpy(float)[rows]
+    pairs = np.array([labels[str(p)] for p in frame["patient_id"].iloc[rows]], dtype=float).reshape(-1, 2)
+    time, event = pairs[:, 0], pairs[:, 1].astype(bool)
+    metrics = {f"{name}_cindex": lambda c: ws.harrell_cindex(c, risk, time, event)}
+    artifacts: dict[str, Any] = {"kind": "survival", "n": len(rows), "n_events": int(event.sum())}
+    if reference is None:
+        artifacts["note"] = (
+            "no training reference (checkpoint without it): Uno's C, td-AUC and Brier scores skipped"
+        )
+    elif len(rows):
+        metrics.update(_ipcw_metrics(name, risk, time, event, settings, reference, artifacts))
+    artifacts["risk_groups"] = _risk_groups(risk, time, event, settings, reference)
+    return HeadEvaluation(rows, metrics, artifacts)
+
+
+def _ipcw_metrics(name, risk, time, event, settings, reference, artifacts) -> dict:
+    chosen = horizons(settings, reference, time)
+    artifacts["horizons"] = chosen
+    if not chosen:
+        return {}
+    censoring = reference.censoring
+    metrics = {
+        f"{name}_uno_cindex": lambda c: ws.uno_cindex(c, risk, time, event, censoring, max(chosen.values()))
+    }
+    for label, h in chosen.items():
+        brier = ws.brier_contributions(reference.baseline.survival(risk, [h]), time, event, censoring, [h])[
+            :, 0
+        ]
+        metrics[f"{name}_td_auc_{label}"] = lambda c, h=h: ws.cumulative_dynamic_auc(
+            c, risk, time, event, censoring, h
+        )
+        metrics[f"{name}_brier_{label}"] = lambda c, b=brier: ws.weighted_mean(c, b)
+    low, high = min(chosen.values()), max(chosen.values())
+    if high > low:
+        grid = np.linspace(low, high, settings.ibs_points)
+        terms = ws.brier_contributions(reference.baseline.survival(risk, grid), time, event, censoring, grid)
+        per_patient = ws.integrate(terms, grid)
+        metrics[f"{name}_ibs"] = lambda c: ws.weighted_mean(c, per_patient)
+        artifacts["ibs_range"] = [float(low), float(high)]
+    return metrics
+
+
+def _risk_groups(risk, time, event, settings, reference) -> dict[str, Any] | None:
+    """Groups cut at quantiles of the training risk (default) or of the test risk; log-rank p-value."""
+    from lifelines.statistics import multivariate_logrank_test
+
+    if len(risk) < settings.risk_groups:
+        return None
+    source = settings.risk_cutoff if reference is not None else "test"
+    if source == "train":
+        cutoffs = reference.risk_cutoffs[settings.risk_groups]
+    else:
+        cutoffs = np.quantile(risk, np.linspace(0, 1, settings.risk_groups + 1)[1:-1]).tolist()
+    group = np.searchsorted(np.asarray(cutoffs), risk, side="right")
+    p_value = None
+    if len(np.unique(group)) > 1 and event.any():
+        p_value = float(multivariate_logrank_test(time, group, event).p_value)
+    return {
+        "cutoffs": [float(c) for c in cutoffs],
+        "cutoff_source": source,
+        "names": GROUP_NAMES[settings.risk_groups],
+        "group": group.tolist(),
+        "time": time.tolist(),
+        "event": event.astype(int).tolist(),
+        "logrank_p": p_value,
+    }

@@ -1,0 +1,51 @@
+"""The evaluation report of a run: PNG figures, report.md, JSON/CSV curves, and the same in W&B."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fusion.evaluation.core import Evaluation
+from fusion.report.figures import make_figures
+from fusion.report.markdown import metric_rows, write_markdown
+
+
+@dataclass
+class Report:
+    folder: Path
+    figures: dict[str, Path]
+    markdown: Path
+
+
+def write_report(
+    folder: str | Path,
+    evaluation: Evaluation,
+    missingness: dict[str, dict[str, float]],
+    n_bootstrap: int,
+    level: float = 0.95,
+    stage: str = "test",
+) -> Report:
+    """Figures, `report.md`, `evaluation.json` (metrics, CIs, curves) and one confusion-matrix CSV
+    per classification head, in `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = make_figures(evaluation, missingness, folder, stage)
+    data = {
+        "metrics": evaluation.metrics,
+        "ci95": evaluation.ci95,
+        "heads": evaluation.heads,
+        "missingness": missingness,
+    }
+    (folder / "evaluation.json").write_text(json.dumps(data, indent=1))
+    for name, art in evaluation.heads.items():
+        if "confusion_matrix" in art:
+            cm = pd.DataFrame(art["confusion_matrix"], index=art["classes"], columns=art["classes"])
+            cm.rename_axis("true \\ predicted").to_csv(folder / f"confusion_{name}.csv")
+    markdown = write_markdown(folder / "report.md", evaluation, figures, n_bootstrap, level)
+    return Report(folder, figures, markdown)
+
+
+__all__ = ["Report", "metric_rows", "write_report"]

@@ -1,0 +1,115 @@
+"""fusion-train and fusion-predict write the evaluation report, extended metrics with CIs, and
+(with the W&B logger, offline) the figures and tables into the run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fusion.metrics.weighted_survival import harrell_cindex
+from fusion.prediction import predict_manifest
+from tests.integration.conftest import run_module, tiny_overrides
+from tests.unit.report.test_report import FIGURES
+
+SELECTION = ("modality=[genomics,ehr]", "logger=[csv,wandb]", "evaluation.n_bootstrap=50")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_cohort, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("report_run")
+    overrides = [o for o in tiny_overrides(*SELECTION) if o != "logger=[csv]"]
+    result = run_module(
+        "fusion.cli.train", f"data.manifest={tiny_cohort}", f"hydra.run.dir={run_dir}", *overrides
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir
+
+
+def test_metrics_json_has_scalar_test_keys_and_cis(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in (
+        "grade_f1_macro",
+        "survival_uno_cindex",
+        "survival_ibs",
+        "survival_td_auc_q50",
+        "response_auprc",
+        "response_ece",
+    ):
+        assert f"test/{key}" in metrics
+    for key, value in metrics.items():
+        if key.startswith("test/"):
+            assert value is None or isinstance(value, float), key
+    for key, (low, high) in metrics["ci95"].items():
+        assert key in metrics and low <= high
+
+
+def test_logged_cindex_equals_the_evaluation_of_the_written_predictions(run, tiny_cohort):
+    """The LightningModule's test/survival_cindex and the table-based evaluation agree."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    table = pd.read_csv(run / "predictions_test.csv").merge(pd.read_csv(tiny_cohort), on="patient_id")
+    table = table.dropna(subset=["survival_time"])
+    value = harrell_cindex(
+        np.ones((1, len(table))),
+        table["risk"].to_numpy(),
+        table["survival_time"].to_numpy(),
+        table["survival_event"].to_numpy().astype(bool),
+    )[0]
+    assert metrics["test/survival_cindex"] == pytest.approx(value, abs=1e-6)
+
+
+def test_report_folder_embeds_every_figure(run):
+    report = run / "report"
+    markdown = (report / "report.md").read_text()
+    for name in FIGURES:
+        assert (report / f"{name}.png").stat().st_size > 5_000
+        assert f"({name}.png)" in markdown
+    assert "| `test/survival_uno_cindex` |" in markdown
+
+
+def test_wandb_offline_run_holds_figures_and_tables(run):
+    run_dir = next((run / "wandb").glob("offline-run-*"))
+    assert len(list(run_dir.rglob("media/images/**/*.png"))) == len(FIGURES)
+    tables = {p.name.rsplit("_", 2)[0] for p in run_dir.rglob("media/table/*.table.json")}
+    assert tables == {"test_predictions", "test_metrics"}
+
+
+def test_best_checkpoint_carries_the_survival_reference(run):
+    best = json.loads((run / "metrics.json").read_text())["info"]["best_checkpoint"]
+    reference = torch.load(best, map_location="cpu", weights_only=True)["fusion"]["evaluation_reference"]
+    assert set(reference["survival"]) == {"baseline", "censoring", "event_quantiles", "risk_cutoffs"}
+
+
+def test_predict_on_a_labelled_manifest_writes_metrics_and_report(run, tiny_cohort, tmp_path):
+    best = json.loads((run / "metrics.json").read_text())["info"]["best_checkpoint"]
+    out = tmp_path / "pred"
+    result = run_module(
+        "fusion.cli.predict",
+        f"ckpt_path={best}",
+        f"data.manifest={tiny_cohort}",
+        f"hydra.run.dir={out}",
+        "evaluation.n_bootstrap=20",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test/survival_uno_cindex"] is not None  # the training reference came with the checkpoint
+    assert (out / "report" / "report.md").exists() and (out / "predictions.csv").exists()
+
+
+def test_predict_without_labels_writes_only_predictions(run, cohort_copy, tmp_path):
+    manifest = pd.read_csv(cohort_copy)
+    manifest[["grade", "survival_time", "survival_event", "response"]] = None
+    manifest.to_csv(cohort_copy, index=False)
+    out = tmp_path / "pred"
+    predict_manifest(
+        run / "checkpoints" / "last.ckpt",
+        cohort_copy,
+        output=out / "predictions.csv",
+        evaluation={"n_bootstrap": 20},
+        report_dir=out,
+    )
+    assert (out / "predictions.csv").exists()
+    assert not (out / "metrics.json").exists() and not (out / "report").exists()

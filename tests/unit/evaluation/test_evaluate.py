@@ -1,0 +1,168 @@
+"""evaluate(): a prediction table + labels -> scalar metrics, CIs and artifacts, per head type."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lifelines.statistics import logrank_test
+from sklearn.metrics import f1_score, roc_auc_score
+from sksurv.metrics import concordance_index_ipcw
+from sksurv.util import Surv
+
+from fusion.errors import ConfigError
+from fusion.evaluation import EvaluationSettings, SurvivalReference, evaluate, fit_references
+from fusion.evaluation.reference import from_checkpoint, store_in_checkpoint
+from fusion.evaluation.survival import horizons
+from fusion.heads.grade import GradeHead
+from fusion.heads.response import ResponseHead
+from fusion.heads.survival import SurvivalHead
+
+HEADS = {
+    "grade": GradeHead(4, classes=["G1", "G2", "G3"]),
+    "survival": SurvivalHead(4),
+    "response": ResponseHead(4),
+}
+
+
+def fake_split(rng, n, prefix):
+    grade = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[grade]
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    time = np.round(rng.exponential(10, n), 1) + 0.1
+    event = (rng.random(n) < 0.6).astype(float)
+    risk = -np.log(time) + rng.normal(0, 1, n)
+    response = (rng.random(n) < 0.4).astype(float)
+    ids = [f"{prefix}{i}" for i in range(n)]
+    frame = pd.DataFrame(
+        {
+            "patient_id": ids,
+            **{f"grade_prob_{k}": prob[:, k] for k in range(3)},
+            "risk": risk,
+            "response_prob": np.clip(0.3 * response + 0.6 * rng.random(n), 0, 1),
+        }
+    )
+    labels = {
+        "grade": dict(zip(ids, grade.tolist(), strict=True)),
+        "survival": {p: (t, e) for p, t, e in zip(ids, time, event, strict=True)},
+        "response": dict(zip(ids, response.tolist(), strict=True)),
+    }
+    # unknown labels and a patient without predictions are normal: they are left out of that head
+    labels["grade"][ids[0]] = None
+    labels["response"][ids[1]] = None
+    frame.loc[2, "risk"] = np.nan
+    return frame, labels
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    rng = np.random.default_rng(0)
+    train_frame, train_labels = fake_split(rng, 200, "tr")
+    test_frame, test_labels = fake_split(rng, 80, "te")
+    references = fit_references(train_frame, train_labels, HEADS)
+    settings = EvaluationSettings(n_bootstrap=200, seed=1)
+    return evaluate(test_frame, test_labels, HEADS, settings, references), test_frame, test_labels, references
+
+
+def test_every_metric_is_a_scalar_with_its_ci(evaluated):
+    result, *_ = evaluated
+    expected = {
+        "grade_auroc",
+        "grade_balanced_accuracy",
+        "grade_f1_macro",
+        "survival_cindex",
+        "survival_uno_cindex",
+        "survival_ibs",
+        "response_auroc",
+        "response_auprc",
+        "response_ece",
+    }
+    expected |= {f"survival_{m}_q{q}" for m in ("td_auc", "brier") for q in (25, 50, 75)}
+    assert set(result.metrics) == {f"test/{k}" for k in expected}
+    for key, value in result.metrics.items():
+        assert isinstance(value, float), key
+        low, high = result.ci95[key]
+        assert low <= high
+    json.dumps(result.metrics), json.dumps(result.ci95), json.dumps(result.heads)  # all JSON-able
+
+
+def test_point_estimates_match_references_on_the_labelled_rows(evaluated):
+    result, frame, labels, references = evaluated
+    known = [labels["response"][p] is not None for p in frame["patient_id"]]
+    y = np.array([v for v in labels["response"].values() if v is not None])
+    assert result.metrics["test/response_auroc"] == pytest.approx(
+        roc_auc_score(y, frame["response_prob"][known])
+    )
+    g_known = [labels["grade"][p] is not None for p in frame["patient_id"]]
+    g = np.array([v for v in labels["grade"].values() if v is not None])
+    pred = frame[[f"grade_prob_{k}" for k in range(3)]].to_numpy()[g_known].argmax(1)
+    assert result.metrics["test/grade_f1_macro"] == pytest.approx(f1_score(g, pred, average="macro"))
+    assert result.heads["grade"]["n"] == 79 and result.heads["survival"]["n"] == 79
+
+
+def test_uno_uses_training_censoring(evaluated):
+    result, frame, labels, _ = evaluated
+    rng = np.random.default_rng(0)
+    train_frame, train_labels = fake_split(rng, 200, "tr")  # the same draw as the fixture
+    # the reference is fitted on training patients with a label and a prediction (row 2 has none)
+    t_tr, e_tr = np.array(list(train_labels["survival"].values()))[train_frame["risk"].notna()].T
+    rows = frame["risk"].notna().to_numpy()
+    t, e = np.array(list(labels["survival"].values()))[rows].T
+    tau = max(result.heads["survival"]["horizons"].values())
+    expected = concordance_index_ipcw(
+        Surv.from_arrays(e_tr.astype(bool), t_tr),
+        Surv.from_arrays(e.astype(bool), t),
+        frame["risk"][rows].to_numpy(),
+        tau=tau,
+    )[0]
+    assert result.metrics["test/survival_uno_cindex"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_risk_groups_use_training_median_and_lifelines_logrank(evaluated):
+    result, frame, labels, references = evaluated
+    groups = result.heads["survival"]["risk_groups"]
+    assert groups["cutoff_source"] == "train"
+    assert groups["cutoffs"] == pytest.approx(references["survival"].risk_cutoffs[2])
+    time, event, group = (np.array(groups[k]) for k in ("time", "event", "group"))
+    expected = logrank_test(time[group == 0], time[group == 1], event[group == 0], event[group == 1]).p_value
+    assert groups["logrank_p"] == pytest.approx(expected)
+
+
+def test_without_reference_only_harrell_and_test_median_groups(evaluated):
+    _, frame, labels, _ = evaluated
+    result = evaluate(frame, labels, {"survival": HEADS["survival"]}, EvaluationSettings(n_bootstrap=0))
+    assert set(result.metrics) == {"test/survival_cindex"} and result.ci95 == {}
+    assert result.heads["survival"]["risk_groups"]["cutoff_source"] == "test"
+    assert "skipped" in result.heads["survival"]["note"]
+
+
+def test_horizons_configured_or_quantiles_clipped_below_max_follow_up():
+    reference = SurvivalReference.fit(np.zeros(4), np.array([1.0, 2.0, 3.0, 40.0]), np.ones(4, bool))
+    test_time = np.array([1.0, 5.0, 9.0, 10.0])
+    auto = horizons(EvaluationSettings(), reference, test_time)
+    assert list(auto) == ["q25", "q50", "q75"] and max(auto.values()) == 9.0
+    assert horizons(EvaluationSettings(horizons=[6, 2.5]), reference, test_time) == {"2.5": 2.5, "6": 6.0}
+
+
+def test_bad_settings_are_config_errors_naming_the_setting():
+    with pytest.raises(ConfigError, match="risk_groups"):
+        EvaluationSettings(risk_groups=4)
+    with pytest.raises(ConfigError, match="unknown setting.*n_boot"):
+        EvaluationSettings.from_config({"n_boot": 10})
+    with pytest.raises(ConfigError, match="horizons"):
+        EvaluationSettings.from_config({"horizons": [0, 5]})
+
+
+def test_reference_round_trips_through_a_checkpoint(tmp_path):
+    rng = np.random.default_rng(2)
+    reference = SurvivalReference.fit(rng.normal(size=50), rng.exponential(5, 50) + 0.1, rng.random(50) < 0.7)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}, "fusion": {"config": {}}}, path)
+    store_in_checkpoint(path, {"survival": reference})
+    loaded = from_checkpoint(torch.load(path, weights_only=True))["survival"]
+    grid = np.linspace(0.1, 10, 30)
+    risk = rng.normal(size=7)
+    assert loaded.baseline.survival(risk, grid) == pytest.approx(reference.baseline.survival(risk, grid))
+    assert loaded.censoring(grid) == pytest.approx(reference.censoring(grid))
+    assert loaded.risk_cutoffs == reference.risk_cutoffs
