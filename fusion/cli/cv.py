@@ -1,4 +1,9 @@
-"""fusion-cv cv.folds=K cv.repeats=R: patient-level k-fold cross-validation of a training config."""
+"""fusion-cv cv.folds=K cv.repeats=R: patient-level k-fold cross-validation of a training config.
+
+`cv.group_by=site` keeps each centre on one side of every fold; `cv.splits_file=PATH` freezes the folds
+(written on the first run, read and checked afterwards). Multirun (`fusion-cv -m fuser=concat,transformer`)
+gives each job its own sweep folder, its own cv_metrics.json and its own W&B group.
+"""
 
 from __future__ import annotations
 

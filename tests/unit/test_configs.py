@@ -87,8 +87,12 @@ def test_every_debug_config_composes(debug):
     assert _compose(f"debug={debug}").trainer.max_epochs >= 1
 
 
-@pytest.mark.parametrize("name", ["cv", "validate", "predict", "demo_data"])
+@pytest.mark.parametrize("name", ["cv", "validate", "predict", "demo_data", "robustness"])
 def test_every_entry_point_config_composes(name):
-    overrides = {"predict": ["ckpt_path=x.ckpt", "data.manifest=m.csv"], "demo_data": ["out=/tmp/x"]}
+    overrides = {
+        "predict": ["ckpt_path=x.ckpt", "data.manifest=m.csv"],
+        "demo_data": ["out=/tmp/x"],
+        "robustness": ["ckpt_path=x.ckpt"],
+    }
     cfg = fusion.compose(overrides.get(name, []), config_name=name)
     assert cfg.task_name == name

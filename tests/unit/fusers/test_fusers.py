@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fusion.fusers import ConcatFuser, TransformerFuser
+from fusion.fusers import ConcatFuser, KroneckerFuser, TransformerFuser
 from fusion.fusers.base import MissingAllModalitiesError
 from fusion.fusers.transformer import drop_modalities
 
@@ -15,7 +15,7 @@ def _inputs(batch=4):
     }
 
 
-@pytest.mark.parametrize("fuser_cls", [TransformerFuser, ConcatFuser])
+@pytest.mark.parametrize("fuser_cls", [TransformerFuser, ConcatFuser, KroneckerFuser])
 def test_output_shape_with_different_missing_sets(fuser_cls):
     fuser = fuser_cls({"a": 8, "b": 5}, d_model=16).eval()
     assert fuser(_inputs()).shape == (4, 16)
