@@ -3,6 +3,12 @@
 Metrics are computed once per epoch on the predictions of the whole split (a C-index or AUROC
 averaged over batches would be wrong), and `val/score` — the mean of the heads' primary metrics —
 is what checkpointing and early stopping select on by default.
+
+Data-parallel training (DDP) gives the same numbers as one process on the same data: the training
+loss is computed on the outputs and labels of *all* ranks' batches (a Cox risk set must hold every
+patient still at risk, not just this rank's; masked per-sample losses then also weight every labelled
+patient equally), with gradients flowing back through the gather (`fusion.distributed`), and epoch
+metrics are computed on every rank's predictions, each patient counted once.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from fusion.distributed import gather_dict, gather_list
 from fusion.model import FusionModel
 
 
@@ -58,21 +65,35 @@ class LitFusion(L.LightningModule):
 
     # ------------------------------------------------------------------ train
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        outputs = self(batch["inputs"])
-        total, parts = self.total_loss(outputs, batch["labels"])
+        total, parts, size = self.global_loss(self(batch["inputs"]), batch["labels"])
         if total is None:
-            return None  # no labelled patient in this batch: Lightning skips the step
-        size = len(batch["patient_id"])
-        self.log("train/loss", total, batch_size=size, prog_bar=True, on_step=False, on_epoch=True)
+            return None  # no labelled patient in the (global) batch: every rank skips the step
+        # the value is the same on every rank; sync_dist only keeps Lightning from warning about it
+        log = {"batch_size": size, "on_step": False, "on_epoch": True, "sync_dist": True}
+        self.log("train/loss", total, prog_bar=True, **log)
         for name, loss in parts.items():
-            self.log(f"train/{name}_loss", loss, batch_size=size, on_step=False, on_epoch=True)
+            self.log(f"train/{name}_loss", loss, **log)
         return total
+
+    def global_loss(
+        self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], int]:
+        """`total_loss` over every rank's batch (this batch alone without DDP), and the global batch size.
+
+        All ranks compute the same value from the gathered rows, so they also agree on which heads
+        contribute and on skipping a batch without labels (no rank waits in a collective alone).
+        """
+        outputs = gather_dict(outputs, grad=True)
+        labels = gather_dict(labels)
+        total, parts = self.total_loss(outputs, labels)
+        return total, parts, next(iter(labels.values())).shape[0]
 
     # ------------------------------------------------------------------ eval
     def _collect(self, stage: str, batch: dict[str, Any]) -> None:
         outputs = self(batch["inputs"])
         self._outputs.setdefault(stage, []).append(
             {
+                "patient_id": list(batch["patient_id"]),
                 "out": {k: v.detach().float().cpu() for k, v in outputs.items()},
                 "labels": {k: v.cpu() for k, v in batch["labels"].items()},
             }
@@ -91,17 +112,33 @@ class LitFusion(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        collected = self._outputs.pop(stage, [])
-        if not collected:
+        metrics = self.split_metrics(stage)
+        if metrics is None:
             return
-        out = {k: torch.cat([c["out"][k] for c in collected]) for k in collected[0]["out"]}
-        labels = {k: torch.cat([c["labels"][k] for c in collected]) for k in collected[0]["labels"]}
+        self.last_metrics.update({f"{stage}/{k}": v for k, v in metrics.items()})
+        # identical on every rank (computed from all ranks' predictions): sync_dist changes no value
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k != "score"}, sync_dist=True)
+        self.log(f"{stage}/score", metrics["score"], prog_bar=stage == "val", sync_dist=True)
+
+    def split_metrics(self, stage: str) -> dict[str, float] | None:
+        """Metrics and loss of the predictions collected for `stage` on *all* ranks (None if there are none).
+
+        `DistributedSampler` pads the last shard by repeating patients: each patient counts once.
+        """
+        collected = gather_list(self._outputs.pop(stage, []))  # every rank calls it, even with nothing
+        if not collected:
+            return None
+        keep, seen = [], set()
+        for pid in (pid for c in collected for pid in c["patient_id"]):
+            keep.append(pid not in seen)
+            seen.add(pid)
+        keep = torch.tensor(keep, dtype=torch.bool)
+        out = {k: torch.cat([c["out"][k] for c in collected])[keep] for k in collected[0]["out"]}
+        labels = {k: torch.cat([c["labels"][k] for c in collected])[keep] for k in collected[0]["labels"]}
         metrics = epoch_metrics(self.model, out, labels)
         total, _ = self.total_loss(out, labels)
         metrics["loss"] = math.nan if total is None else float(total)
-        self.last_metrics.update({f"{stage}/{k}": v for k, v in metrics.items()})
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k != "score"})
-        self.log(f"{stage}/score", metrics["score"], prog_bar=stage == "val")
+        return metrics
 
     # ------------------------------------------------------------------ predict
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:

@@ -49,9 +49,16 @@ def write_demo_atomically(out: Path, **kwargs) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         write_demo_cohort(tmp, **kwargs)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
+        try:
+            if out.exists():
+                out.rmdir()
+            tmp.rename(out)
+        except OSError:
+            # several ranks of a SLURM/torchrun job start at once and may all write it (same seed,
+            # same files): the first rename wins, the others use its cohort
+            if not (out / "manifest.csv").exists():
+                raise
+            log.info("another process wrote the demo cohort to %s first; using it", out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "manifest.csv"

@@ -63,7 +63,8 @@ class SurvivalHead(Head):
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         known = self.known(labels)
         event = labels[known, 1].bool()
-        if not event.any():  # the partial likelihood has no term without an event
+        # no term without an event; one patient is its own whole risk set (log 1 = 0, no gradient)
+        if not event.any() or int(known.sum()) < 2:
             return None
         return neg_partial_log_likelihood(out[known].float(), event, labels[known, 0], reduction="mean")
 

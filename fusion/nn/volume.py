@@ -4,11 +4,18 @@ Every encoder ends in one embedding per volume, so the fuser sees one token per 
 The networks are MONAI's; this file only picks sensible small defaults and adds the projection
 to `out_dim`. Nothing is downloaded: weights come from local files only (`load_pretrained`), and
 `freeze_backbone` trains only the final projection.
+
+`gradient_checkpointing` trades compute for memory on large volumes: during training each block's
+activations are dropped after the forward pass and recomputed in the backward pass (about 1.3x the
+compute, activation memory of one block instead of all). It changes no result and no weight name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +23,46 @@ import torch
 from monai.networks import nets
 from monai.networks.blocks import PatchEmbeddingBlock, ResidualUnit
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 from fusion.nn.pretrained import freeze_backbone, load_pretrained
+
+
+@contextmanager
+def _norm_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Restore batch-norm running statistics after the recomputation, so they are updated once, not twice."""
+    saved = [(m, {k: v.clone() for k, v in m.named_buffers(recurse=False)}) for m in module.modules()]
+    saved = [(m, buffers) for m, buffers in saved if isinstance(m, _BatchNorm) and buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
+
+
+def _recompute_contexts(module: nn.Module) -> tuple[Any, Any]:
+    return nullcontext(), _norm_stats_kept(module)
+
+
+def checkpointed(module: nn.Module, *args: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """`module(*args, **kwargs)` whose activations are recomputed in backward when training with grad."""
+    if not (module.training and torch.is_grad_enabled()):
+        return module(*args, **kwargs)
+    return checkpoint(
+        module, *args, use_reentrant=False, context_fn=partial(_recompute_contexts, module), **kwargs
+    )
+
+
+class CheckpointedSequential(nn.Sequential):
+    """`nn.Sequential` that checkpoints each child (same children and weight names as the original)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self:
+            x = checkpointed(module, x)
+        return x
 
 
 class ConvVolumeEncoder(nn.Module):
@@ -112,10 +157,16 @@ class ViTVolumeEncoder(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, out_dim)
+        self.gradient_checkpointing = False  # set by `enable_gradient_checkpointing`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.norm(self.blocks(self.patches(x)))
-        return self.head(tokens.mean(dim=1))
+        tokens = self.patches(x)
+        if self.gradient_checkpointing and self.training:
+            for layer in self.blocks.layers:  # what nn.TransformerEncoder does without masks
+                tokens = checkpointed(layer, tokens)
+        else:
+            tokens = self.blocks(tokens)
+        return self.head(self.norm(tokens).mean(dim=1))
 
 
 def _resnet(depth: int) -> Callable[..., nn.Module]:
@@ -147,6 +198,30 @@ def _vit(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: 
     return ViTVolumeEncoder(in_channels, out_dim, spatial_size, **kwargs)
 
 
+def enable_gradient_checkpointing(encoder: nn.Module) -> list[str]:
+    """Checkpoint the encoder's repeated blocks in place; return the names of the checkpointed parts.
+
+    Block containers (`nn.Sequential`) become `CheckpointedSequential` with the same children, so
+    state dicts, pretrained files and checkpoints are interchangeable with and without it.
+    """
+    if isinstance(encoder, ViTVolumeEncoder):
+        encoder.gradient_checkpointing = True
+        return ["blocks.layers"]
+    if isinstance(encoder, ConvVolumeEncoder):
+        names = ["features"]
+    elif isinstance(encoder, nets.DenseNet):
+        names = [f"features.{n}" for n, _ in encoder.features.named_children() if n.startswith("denseblock")]
+    elif isinstance(encoder, nn.Sequential) and isinstance(encoder[0], nets.ResNet):
+        names = [f"0.{n}" for n, _ in encoder[0].named_children() if n.startswith("layer")]
+    else:
+        raise ValueError(f"gradient checkpointing: no blocks known for {type(encoder).__name__}")
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = encoder.get_submodule(parent_name)
+        setattr(parent, child, CheckpointedSequential(OrderedDict(getattr(parent, child).named_children())))
+    return names
+
+
 VOLUME_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "cnn": _cnn,
     "resnet10": _resnet(10),
@@ -167,12 +242,14 @@ def build_volume_encoder(
     pretrained_prefix: str | None = None,
     pretrained_skip: Sequence[str] = (),
     freeze: bool = False,
+    gradient_checkpointing: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """An encoder mapping (n, in_channels, *spatial_size) to (n, out_dim); `kwargs` go to the network.
 
     `pretrained` (a local file), `pretrained_prefix` and `pretrained_skip`: see `load_pretrained`;
-    `freeze`: see `freeze_backbone`. Both work for every encoder.
+    `freeze`: see `freeze_backbone`; `gradient_checkpointing`: see `enable_gradient_checkpointing`.
+    All work for every encoder.
     """
     if name not in VOLUME_ENCODERS:
         raise ValueError(f"unknown volume encoder '{name}'; known: {sorted(VOLUME_ENCODERS)}")
@@ -194,4 +271,6 @@ def build_volume_encoder(
         )
     if freeze:
         freeze_backbone(encoder)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(encoder)
     return encoder

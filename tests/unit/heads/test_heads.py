@@ -32,6 +32,12 @@ def test_survival_loss_is_none_without_events():
     assert head.loss(torch.zeros(2), labels) is None
 
 
+def test_survival_loss_is_none_with_a_single_labelled_patient():
+    # a batch (or the last one) with one known survival label: nothing to compare it with
+    labels = torch.tensor([[2.0, 1.0], [math.nan, math.nan]])
+    assert SurvivalHead(in_dim=4).loss(torch.tensor([0.3, 0.1]), labels) is None
+
+
 def test_grade_loss_only_on_known_labels():
     head = GradeHead(in_dim=4, classes=[1, 2, 3])
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 1.0]])

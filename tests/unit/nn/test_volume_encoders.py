@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import TransformerEncoderLayer
 
-from fusion.nn.volume import VOLUME_ENCODERS, build_volume_encoder
+from fusion.nn.volume import VOLUME_ENCODERS, CheckpointedSequential, build_volume_encoder
 
 FAST = ["cnn", "resnet10", "resnet50", "densenet121", "vit"]
 SLOW = ["resnet18", "resnet34"]  # same BasicBlock family as resnet10, just deeper
@@ -207,3 +208,52 @@ def test_frozen_batch_norm_keeps_running_statistics(tmp_path: Path) -> None:
     assert not bn.training and torch.equal(bn.running_mean, before)
     torch.save(encoder.state_dict(), tmp_path / "frozen.pt")  # same keys as an unfrozen encoder
     assert _same(_encoder("resnet10", pretrained=tmp_path / "frozen.pt"), encoder)
+
+
+# ----------------------------------------------------------------------------- gradient checkpointing
+@pytest.mark.parametrize(
+    "name", ["cnn", "resnet10", pytest.param("densenet121", marks=pytest.mark.slow), "vit"]
+)  # densenet121 at 32^3: ~13 s on a busy 2-core machine
+def test_gradient_checkpointing_recomputes_blocks_and_changes_nothing(name: str) -> None:
+    torch.manual_seed(0)
+    plain = _encoder(name).train()
+    torch.manual_seed(0)
+    ckpt = _encoder(name, gradient_checkpointing=True).train()
+    assert list(ckpt.state_dict()) == list(plain.state_dict())  # same weight names: files interchange
+    # one checkpointed block: a child of a CheckpointedSequential, or a ViT layer
+    block = next(
+        m[0] if isinstance(m, CheckpointedSequential) else m
+        for m in ckpt.modules()
+        if isinstance(m, CheckpointedSequential | TransformerEncoderLayer)
+    )
+    calls, forward = [], block.forward
+
+    def counted(*args, **kwargs):  # (module hooks do not fire during the recomputation)
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    block.forward = counted
+    x = torch.randn(2, 1, *((32,) * 3 if name == "densenet121" else (16,) * 3))
+    out_plain, out_ckpt = plain(x), ckpt(x)
+    out_plain.pow(2).sum().backward()
+    out_ckpt.pow(2).sum().backward()
+    assert len(calls) == 2  # forward, then recomputed in backward: checkpointing is really on
+    assert torch.allclose(out_ckpt, out_plain, atol=1e-6)
+    for (key, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        assert torch.allclose(q.grad, p.grad, rtol=1e-4, atol=1e-6), key
+    # batch-norm running statistics are updated once, as without checkpointing (not again on recompute)
+    for (key, a), b in zip(plain.state_dict().items(), ckpt.state_dict().values(), strict=True):
+        assert torch.allclose(b.float(), a.float(), atol=1e-6), key
+    calls.clear()
+    with torch.no_grad():
+        ckpt.eval()(x)
+    assert len(calls) == 1  # no checkpointing outside training
+
+
+def test_gradient_checkpointing_given_in_encoder_kwargs_is_rejected() -> None:
+    from fusion.modalities.imaging import ImagingModality
+
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        ImagingModality("ct", encoder_kwargs={"gradient_checkpointing": True})
+    encoder = ImagingModality("ct", spatial_size=(16, 16, 16), gradient_checkpointing=True).build_encoder()
+    assert isinstance(encoder.features, CheckpointedSequential)
