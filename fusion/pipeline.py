@@ -61,7 +61,29 @@ def build_model(cfg: DictConfig, modalities: dict[str, Modality], heads: dict[st
     if fuser.out_dim != cfg.fuser.d_model:
         raise ConfigError(f"fuser.out_dim {fuser.out_dim} != fuser.d_model {cfg.fuser.d_model}")
     encoders = {name: m.build_encoder() for name, m in modalities.items()}
-    return FusionModel(encoders, out_dims, fuser, heads)
+    model = FusionModel(encoders, out_dims, fuser, heads)
+    compile_model(model, cfg.get("compile", False))
+    return model
+
+
+#: what `compile:` accepts besides true/false: torch.compile modes
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_model(model: FusionModel, setting: bool | str | None) -> None:
+    """`compile: true` or a mode name: `torch.compile` each encoder and the fuser, in place.
+
+    In place (`nn.Module.compile`) keeps module types and weight names, so checkpoints load with or
+    without it. The FusionModel itself is not compiled: its per-batch missing-modality branches would
+    recompile; the encoders, where the compute is, see one tensor each.
+    """
+    if setting in (None, False):
+        return
+    if setting is not True and setting not in COMPILE_MODES:
+        raise ConfigError(f"compile must be true, false or one of {list(COMPILE_MODES)}, got {setting!r}")
+    mode = None if setting is True else setting
+    for module in [*model.encoders.values(), model.fuser]:
+        module.compile(mode=mode)
 
 
 def build_datamodule(
@@ -82,6 +104,8 @@ def build_datamodule(
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         pin_memory=data.get("pin_memory", False),
+        persistent_workers=data.get("persistent_workers", True),
+        prefetch_factor=data.get("prefetch_factor"),
         cache=data.get("cache", "memory"),
         cache_dir=data.get("cache_dir"),
         fit_modalities=fit_modalities,

@@ -1,6 +1,7 @@
 """One training run: fit on train, select on val, evaluate and predict on test, write the outputs.
 
-Writes into `output_dir`: `metrics.json` (DESIGN §4 keys), `predictions_test.csv`,
+Writes into `output_dir`: `metrics.json` (DESIGN §4 keys, more test metrics and their bootstrap
+"ci95"), `predictions_test.csv`, `report/` (figures + report.md, see fusion.report),
 `checkpoints/` (best on the monitored val metric, plus last), and the loggers' folders.
 """
 
@@ -19,10 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from fusion.data.cohort import Cohort
 from fusion.data.demo import ensure_demo_cohort
+from fusion.evaluation import EvaluationSettings
+from fusion.evaluation.pipeline import evaluate_training_run, write_metrics
 from fusion.lit import LitFusion
 from fusion.modalities.base import Modality
 from fusion.pipeline import build_datamodule, build_heads, build_modalities, build_model, modality_states
-from fusion.predictions import predictions_frame
+from fusion.predictions import predict_frame
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ def run_training(
     cohort = Cohort.load(manifest)
     modalities = modalities or build_modalities(cfg)
     heads = build_heads(cfg)
+    settings = EvaluationSettings.from_config(cfg.get("evaluation"))  # a bad setting fails before training
     datamodule = build_datamodule(cfg, cohort, modalities, heads, splits=splits)
     datamodule.setup("fit")  # every cohort problem surfaces here, before any training
 
@@ -62,9 +66,18 @@ def run_training(
         if datamodule.records.get(stage):
             run(lit, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
             metrics.update({k: v for k, v in lit.last_metrics.items() if k.startswith(f"{stage}/")})
+    ci95: dict[str, list[float]] = {}
     if datamodule.records.get("test"):
-        batches = trainer.predict(lit, dataloaders=datamodule.test_dataloader(), ckpt_path=ckpt)
-        predictions_frame(batches).to_csv(output_dir / "predictions_test.csv", index=False)
+        test_frame = predict_frame(trainer, lit, datamodule.test_dataloader(), ckpt)
+        if trainer.is_global_zero:
+            test_frame.to_csv(output_dir / "predictions_test.csv", index=False)
+        evaluation = evaluate_training_run(
+            trainer, lit, datamodule, heads, settings, test_frame, ckpt, output_dir
+        )
+        if evaluation is not None:
+            # the DESIGN keys keep the values the LightningModule logged; the evaluation adds the others
+            metrics.update({k: v for k, v in evaluation.metrics.items() if k not in metrics})
+            ci95 = evaluation.ci95
     metrics.update(_oracle(manifest, datamodule.split_ids().get("test", [])))
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     info = {
@@ -72,7 +85,8 @@ def run_training(
         "epochs": trainer.current_epoch,
         "n_patients": {k: len(v) for k, v in datamodule.split_ids().items()},
     }
-    (output_dir / "metrics.json").write_text(json.dumps({**metrics, "info": info}, indent=2))
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics, ci95, info)
     _finish_loggers(trainer)
     log.info("metrics: %s", json.dumps(metrics, indent=1))
     return metrics

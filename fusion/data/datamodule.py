@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from fusion.data.cohort import Cohort, CohortError
@@ -31,6 +34,8 @@ class FusionDataModule(L.LightningDataModule):
         memory/none. With memory and disk every input is loaded or found before training, so broken
         inputs are reported before epoch 1. See `fusion.data.item_store`.
     cache_dir: folder of the disk cache (``data.cache_dir``), needed for ``disk``.
+    num_workers, pin_memory, persistent_workers, prefetch_factor: passed to every DataLoader;
+        ``"auto"`` is resolved when a loader is built, from the trainer's device (see `loader_options`).
     """
 
     def __init__(
@@ -41,8 +46,10 @@ class FusionDataModule(L.LightningDataModule):
         splits: dict[str, list[str]] | None = None,
         split: dict[str, Any] | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
         cache: str | bool = "memory",
         cache_dir: str | Path | None = None,
         fit_modalities: bool = True,
@@ -51,7 +58,14 @@ class FusionDataModule(L.LightningDataModule):
         self.cohort, self.modalities, self.heads = cohort, modalities, heads
         self.split_cfg = {"val": 0.15, "test": 0.2, "seed": 0, "stratify_by": None, **(split or {})}
         self.splits = splits
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.batch_size = batch_size
+        self.num_workers, self.pin_memory = check_workers(num_workers), check_flag("pin_memory", pin_memory)
+        self.persistent_workers = check_flag("persistent_workers", persistent_workers, auto=False)
+        if prefetch_factor is not None and (
+            isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, int) or prefetch_factor < 1
+        ):
+            raise ValueError(f"data.prefetch_factor must be a positive int or null, got {prefetch_factor!r}")
+        self.prefetch_factor = prefetch_factor
         self.fit_modalities = fit_modalities
         self.store = ItemStore(modalities, cache=cache, cache_dir=cache_dir)
         self.cache = self.store.mode
@@ -120,16 +134,29 @@ class FusionDataModule(L.LightningDataModule):
         if split not in self.records:
             raise KeyError(f"no '{split}' split (have {sorted(self.records)})")
         dataset = FusionDataset(self.records[split], self.store, train=train)
+        cuda, processes = self._device()
+        options = loader_options(
+            self.num_workers, self.pin_memory, self.persistent_workers, self.prefetch_factor, cuda, processes
+        )
+        if options["num_workers"] and self.cache == "memory":
+            _warn_if_not_forked()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
             collate_fn=Collator(self.modalities, self.heads),
+            **options,
         )
+
+    def _device(self) -> tuple[bool, int]:
+        """(batches go to CUDA, training processes on this node): from the attached trainer, else
+        (whether CUDA exists, 1)."""
+        trainer = getattr(self, "trainer", None)
+        try:
+            return trainer.strategy.root_device.type == "cuda", max(1, int(trainer.num_devices))
+        except (AttributeError, RuntimeError, TypeError):
+            return torch.cuda.is_available(), 1
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)
@@ -142,3 +169,78 @@ class FusionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader("predict" if "predict" in self.records else "test")
+
+
+# ---------------------------------------------------------------- data loader options
+def check_workers(value: int | str) -> int | str:
+    """``data.num_workers``: an int >= 0 or ``"auto"``."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"data.num_workers must be an int >= 0 or 'auto', got {value!r}")
+    return value
+
+
+def check_flag(key: str, value: bool | str, auto: bool = True) -> bool | str:
+    """A boolean loader option (``"auto"`` allowed where ``auto``)."""
+    if isinstance(value, bool) or (auto and value == "auto"):
+        return value
+    allowed = "true, false or 'auto'" if auto else "true or false"
+    raise ValueError(f"data.{key} must be {allowed}, got {value!r}")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a Slurm or container allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def loader_options(
+    num_workers: int | str,
+    pin_memory: bool | str,
+    persistent_workers: bool,
+    prefetch_factor: int | None,
+    cuda: bool,
+    processes: int = 1,
+) -> dict[str, Any]:
+    """DataLoader keyword arguments with ``"auto"`` resolved.
+
+    On CUDA, ``auto`` workers = min(8, usable CPUs / ``processes`` - 1) per training process (one per
+    GPU of this node): loading and augmentation then overlap the GPU step, leaving one core for each
+    training process. On CPU, ``auto`` = 0: worker processes would compete with the model's own
+    threads for the same cores. ``auto`` pinning = on CUDA only: pinned (page-locked) batches are
+    copied to the GPU by DMA and asynchronously (Lightning moves them with ``non_blocking=True``);
+    on CPU pinning only costs time. Persistent workers and the prefetch factor apply only with
+    workers (the DataLoader rejects them otherwise).
+    """
+    if num_workers == "auto":
+        workers = max(0, min(8, usable_cpus() // max(1, processes) - 1)) if cuda else 0
+    else:
+        workers = int(num_workers)
+    options: dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": cuda if pin_memory == "auto" else bool(pin_memory),
+        "persistent_workers": bool(persistent_workers) and workers > 0,
+    }
+    if workers > 0 and prefetch_factor is not None:
+        options["prefetch_factor"] = int(prefetch_factor)
+    return options
+
+
+_warned_start_method = False
+
+
+def _warn_if_not_forked() -> None:
+    """With ``spawn``/``forkserver`` each worker receives the dataset pickled, memory cache included."""
+    global _warned_start_method
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_start_method()
+    if method != "fork" and not _warned_start_method:
+        _warned_start_method = True
+        log.warning(
+            "data loader workers start by '%s', not 'fork': each worker is sent the whole memory cache "
+            "(tensors through shared memory, one file handle each); for large cohorts use "
+            "data.cache=disk or num_workers=0",
+            method,
+        )

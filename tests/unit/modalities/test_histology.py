@@ -163,6 +163,44 @@ def test_collate_pads_variable_bags_and_masks_real_tiles() -> None:
         )
 
 
+def _padded_tile_by_tile(bags: list[torch.Tensor], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: zeros, then a Python copy per tile (what the vectorised padding must equal)."""
+    longest = max(bag.shape[0] for bag in bags)
+    out = torch.zeros((len(bags), longest, *bags[0].shape[1:]), dtype=dtype)
+    mask = torch.zeros((len(bags), longest), dtype=torch.bool)
+    for b, bag in enumerate(bags):
+        for t in range(bag.shape[0]):
+            out[b, t] = bag[t].to(dtype)
+            mask[b, t] = True
+    return out, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_padding_equals_a_tile_by_tile_copy_on_random_bags(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(1, 40, (int(torch.randint(1, 9, (1,), generator=generator)),), generator=generator)
+    tiles = [torch.randint(0, 256, (int(n), 3, 6, 6), generator=generator, dtype=torch.uint8) for n in sizes]
+    batch = small_modality().collate(tiles)
+    reference, mask = _padded_tile_by_tile(tiles, torch.uint8)
+    assert batch["tiles"].dtype == torch.uint8 and torch.equal(batch["tiles"], reference)
+    assert torch.equal(batch["mask"], mask)
+    bags = [
+        {
+            "features": torch.randn(int(n), 5, generator=generator).to(
+                torch.float16 if i % 2 else torch.float32
+            ),
+            "coords": torch.randint(0, 10_000, (int(n), 2), generator=generator),
+        }
+        for i, n in enumerate(sizes)
+    ]
+    dtype = torch.float32 if len(bags) > 1 else bags[0]["features"].dtype  # mixed dtypes -> float32
+    batch = small_modality(input="features", feature_dim=5).collate(bags)
+    features, mask = _padded_tile_by_tile([b["features"] for b in bags], dtype)
+    coords, _ = _padded_tile_by_tile([b["coords"] for b in bags], torch.int64)
+    assert batch["features"].dtype == dtype and torch.equal(batch["features"], features)
+    assert torch.equal(batch["coords"], coords) and torch.equal(batch["mask"], mask)
+
+
 def test_encoder_output_shape_and_attention() -> None:
     torch.manual_seed(0)
     modality = small_modality()
