@@ -26,7 +26,7 @@ from fusion.heads.base import Head
 from fusion.lit import LitFusion
 from fusion.modalities.base import Modality
 from fusion.pipeline import build_datamodule, build_heads, build_modalities, build_model
-from fusion.predictions import predictions_frame
+from fusion.predictions import predict_frame
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def predict_manifest(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    frame = predictions_frame(trainer.predict(lit, datamodule=datamodule))
+    frame = predict_frame(trainer, lit, datamodule.predict_dataloader(), None)
     # patients with none of the model's modalities keep their row, with empty predictions
     frame = frame.set_index("patient_id").reindex(cohort.patient_ids).rename_axis("patient_id").reset_index()
     if output is not None:
