@@ -134,7 +134,10 @@ class FeatureBagEncoder(nn.Module):
             part = mask[:, s : s + self.chunk]
             if bool(part.any()):
                 rows = self.embed(features[:, s : s + self.chunk][part].to(weight.dtype))
-                h[:, s : s + self.chunk] = h[:, s : s + self.chunk].masked_scatter(part.unsqueeze(-1), rows)
+                # under autocast (bf16-mixed) `rows` is bf16 while `h` keeps the weights' dtype
+                h[:, s : s + self.chunk] = h[:, s : s + self.chunk].masked_scatter(
+                    part.unsqueeze(-1), rows.to(h.dtype)
+                )
         pooled, attention = self.aggregator(h, mask)
         self.last_attention = attention.detach()
         return self.proj(self.dropout(pooled))

@@ -64,14 +64,25 @@ class NystromAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (n, N, d), ``mask`` (n, N) True = real. Returns output (n, N, d) and, when asked,
         the head-averaged attention of token 0 (the CLS token) over all tokens, (n, N)."""
-        n, length, _ = x.shape
-        q, k, v = (self._split(t) for t in self.qkv(x).chunk(3, dim=-1))
+        qkv = self.qkv(x)
+        # the landmark means, log-sum-exp and pinv run in float32 even under autocast (bf16-mixed):
+        # pinv of a softmax kernel in bf16 is unstable, and scatter_add needs matching dtypes
+        with torch.autocast(x.device.type, enabled=False):
+            out, cls_attention = self._attend(qkv.float(), mask, return_cls_attention)
+        return self.out(out), cls_attention
+
+    def _attend(
+        self, qkv: torch.Tensor, mask: torch.Tensor, return_cls_attention: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attention of `forward` on the float32 projections ``qkv`` (n, N, 3d), before ``out``."""
+        n, length, _ = qkv.shape
+        q, k, v = (self._split(t) for t in qkv.chunk(3, dim=-1))
         q = q * self.scale
         segment, valid = _landmark_segments(mask, self.landmarks)
-        counts = torch.zeros(n, self.landmarks, device=x.device, dtype=x.dtype)
-        counts.scatter_add_(1, segment.clamp_min(0), mask.to(x.dtype))
+        counts = torch.zeros(n, self.landmarks, device=qkv.device, dtype=qkv.dtype)
+        counts.scatter_add_(1, segment.clamp_min(0), mask.to(qkv.dtype))
         index = segment.clamp_min(0)[:, None, :, None].expand(-1, self.heads, -1, q.shape[-1])
-        weight = mask.to(x.dtype)[:, None, :, None]
+        weight = mask.to(qkv.dtype)[:, None, :, None]
         denom = counts.clamp_min(1)[:, None, :, None]
         q_l = (
             q.new_zeros(n, self.heads, self.landmarks, q.shape[-1]).scatter_add(2, index, q * weight) / denom
@@ -82,14 +93,14 @@ class NystromAttention(nn.Module):
         no_landmark = ~valid[:, None, None, :]  # (n, 1, 1, m)
         # kernel 2 over valid landmarks; an identity block on empty ones keeps pinv block-diagonal.
         k2 = torch.softmax((q_l @ k_l.transpose(-1, -2)).masked_fill(no_landmark, float("-inf")), dim=-1)
-        empty = (~valid)[:, None, :].to(x.dtype)  # (n, 1, m)
+        empty = (~valid)[:, None, :].to(qkv.dtype)  # (n, 1, m)
         k2 = k2.nan_to_num(0.0) * (1 - empty.unsqueeze(-1)) + torch.diag_embed(
             empty.expand(-1, self.heads, -1)
         )
         k2_inv = torch.linalg.pinv(k2)
         # kernel 3 @ V: softmax over all real keys, two passes over key chunks (log-sum-exp, then sum).
         pad = ~mask[:, None, None, :]  # (n, 1, 1, N)
-        lse = torch.full((n, self.heads, self.landmarks, 1), float("-inf"), device=x.device, dtype=x.dtype)
+        lse = qkv.new_full((n, self.heads, self.landmarks, 1), float("-inf"))
         for s in range(0, length, self.chunk):
             logits = (q_l @ k[:, :, s : s + self.chunk].transpose(-1, -2)).masked_fill(
                 pad[..., s : s + self.chunk], float("-inf")
@@ -121,7 +132,7 @@ class NystromAttention(nn.Module):
             )
             row = k1_cls @ k2_inv  # (n, H, 1, m)
             cls_attention = torch.cat([row @ p for p in k3_rows], dim=-1).mean(dim=1).squeeze(1)
-        return self.out(out), cls_attention
+        return out, cls_attention
 
 
 class TransMIL(nn.Module):

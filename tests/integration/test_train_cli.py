@@ -122,3 +122,14 @@ def test_modality_and_head_selection_without_code_changes(tiny_cohort, tmp_path,
             tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
         )
         assert set(ckpt["fusion"]["modality_state"]) == {"genomics", "ehr"}
+
+
+def test_bf16_mixed_precision_trains_every_encoder(tiny_cohort, tmp_path):
+    """`trainer.precision=bf16-mixed` (the GPU configs' default) runs every encoder under autocast; on a CPU
+    Lightning autocasts to bf16 too, so dtype mismatches show up here and not first on a GPU node."""
+    bf16 = tiny_overrides("trainer.precision=bf16-mixed", "trainer.max_epochs=1")
+    cfg = compose([f"data.manifest={tiny_cohort}", *bf16])
+    metrics = run_training(cfg, tmp_path / "run")
+    assert {"test/grade_auroc", "test/survival_cindex", "test/response_auroc"} <= set(metrics)
+    predictions = pd.read_csv(tmp_path / "run" / "predictions_test.csv")
+    assert predictions.drop(columns="patient_id").notna().all().all()

@@ -132,3 +132,22 @@ def test_feature_encoder_trains_end_to_end() -> None:
     assert isinstance(make_aggregator("abmil", 8), GatedAttentionMIL)
     with pytest.raises(ValueError, match="aggregator must be one of"):
         make_aggregator("maxpool", 8)
+
+
+@pytest.mark.parametrize("aggregator", ["abmil", "transmil"])
+def test_feature_encoder_runs_under_bf16_autocast(aggregator: str) -> None:
+    """`trainer.precision=bf16-mixed` wraps the forward pass in autocast: the chunked projection's bf16
+    output must go into the float32 buffer (it once failed in `masked_scatter` on the first GPU step)."""
+    torch.manual_seed(0)
+    encoder = FeatureBagEncoder(12, hidden_dim=8, out_dim=5, aggregator=aggregator, dropout=0.0, chunk=2)
+    batch = pad_feature_bags([{**b, "features": b["features"].half()} for b in feature_bags()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = encoder(batch)
+    out.float().sum().backward()
+    assert out.shape == (2, 5) and torch.isfinite(out.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
+    with torch.no_grad():
+        full = encoder.eval()(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = encoder(batch)
+    torch.testing.assert_close(mixed.float(), full, atol=0.1, rtol=0.1)  # bf16 keeps ~3 significant digits
