@@ -9,6 +9,7 @@ Without an initialised process group (or with one rank) every helper returns its
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -89,7 +90,11 @@ def gather_dict(tensors: dict[str, torch.Tensor], grad: bool = False) -> dict[st
         return tensors
     if not grad:
         return {key: gather_rows(value) for key, value in tensors.items()}
-    flat = {key: value.float().reshape(value.shape[0], -1) for key, value in tensors.items()}
+    # explicit widths: a rank may hold zero rows (e.g. nobody with a modality), where -1 is ambiguous
+    flat = {
+        key: value.float().reshape(value.shape[0], math.prod(value.shape[1:]))
+        for key, value in tensors.items()
+    }
     gathered = gather_rows(torch.cat(list(flat.values()), dim=1), grad=True)
     parts = gathered.split([f.shape[1] for f in flat.values()], dim=1)
     return {

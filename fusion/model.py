@@ -68,3 +68,27 @@ class FusionModel(nn.Module):
     def forward(self, inputs: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         z = self.embed(inputs)
         return {name: head(z) for name, head in self.heads.items()}
+
+    def forward_with_unimodal(
+        self, inputs: dict[str, dict[str, Any]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]]:
+        """The fused outputs, and for each modality the outputs of the same fuser and heads given that
+        modality alone: name -> (rows (B,) bool: the patients who have it, head outputs for those rows).
+
+        The encoders run once; each one-modality pass re-runs only the fuser and heads on the rows that
+        have the modality, every other modality marked absent (as a missing file would be). Every
+        modality gets an entry, with zero rows when nobody in the batch has it, so data-parallel ranks
+        gather the same tensors in the same order.
+        """
+        encoded = self.encode(inputs)
+        z = self.fuser(encoded)
+        fused = {name: head(z) for name, head in self.heads.items()}
+        unimodal = {}
+        for name, (_, rows) in encoded.items():
+            if rows.any():
+                alone = {n: (t[rows], p[rows] & (n == name)) for n, (t, p) in encoded.items()}
+                z_alone = self.fuser(alone)
+            else:
+                z_alone = z.new_zeros(0, z.shape[1])
+            unimodal[name] = (rows, {h: head(z_alone) for h, head in self.heads.items()})
+        return fused, unimodal

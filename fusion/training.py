@@ -55,7 +55,12 @@ def run_training(
         "config": OmegaConf.to_container(cfg, resolve=True),
         "modality_state": modality_states(modalities),
     }
-    lit = LitFusion(model, checkpoint_extras=extras, **OmegaConf.to_container(cfg.optim, resolve=True))
+    lit = LitFusion(
+        model,
+        checkpoint_extras=extras,
+        unimodal_weight=cfg.get("loss", {}).get("unimodal_weight", 0.0),
+        **OmegaConf.to_container(cfg.optim, resolve=True),
+    )
     trainer = _build_trainer(cfg, output_dir, extras["config"])
     trainer.fit(lit, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 

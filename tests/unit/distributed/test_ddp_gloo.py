@@ -41,6 +41,23 @@ def _val_metrics(lit: LitFusion, indices: list[int]) -> dict[str, float]:
     return lit.split_metrics("val")
 
 
+class UnimodalLit(LitFusion):
+    """Routes DDP's forward through the fused + one-modality passes (`loss.unimodal_weight`)."""
+
+    def forward(self, inputs: dict) -> tuple:
+        return self.model.forward_with_unimodal(inputs)
+
+
+def _with_unimodal_loss(lit: UnimodalLit, module: torch.nn.Module, batch: dict) -> dict:
+    """Fused + weighted one-modality loss through `module` (DDP or the bare LitFusion), backward, grads."""
+    fused, unimodal = module(batch["inputs"])
+    total, _, _ = lit.global_loss(fused, batch["labels"])
+    aux = lit.unimodal_loss(unimodal, batch["labels"])
+    (total + lit.unimodal_weight * aux).backward()
+    grads = {n: p.grad.clone() for n, p in lit.named_parameters() if p.grad is not None}
+    return {"loss": total.item(), "unimodal": aux.item(), "grads": grads}
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -63,6 +80,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             "val_idx": val_idx,
             "metrics": _val_metrics(lit, val_idx),
         }
+        uni = make_lit(UnimodalLit, unimodal_weight=0.5)  # rank 1 has no `b`: a zero-row gather there
+        shard = _collate([TRAIN[i] for i in TRAIN_SHARDS[rank]])
+        wrapped = DistributedDataParallel(uni, find_unused_parameters=True)
+        result["with_unimodal"] = _with_unimodal_loss(uni, wrapped, shard)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -87,11 +108,13 @@ def single() -> dict:
     total.backward()
     grads = {n: p.grad.clone() for n, p in lit.named_parameters() if p.grad is not None}
     metrics = _val_metrics(lit, list(range(N_VAL)))
+    uni = make_lit(UnimodalLit, unimodal_weight=0.5)
     return {
         "loss": total.item(),
         "parts": {k: v.item() for k, v in parts.items()},
         "grads": grads,
         "metrics": metrics,
+        "with_unimodal": _with_unimodal_loss(uni, uni, batch),
     }
 
 
@@ -122,3 +145,15 @@ def test_ddp_epoch_metrics_use_every_rank_once(ranks, single):
         assert set(result["metrics"]) == set(expected)
         for key, value in expected.items():
             assert result["metrics"][key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
+
+
+def test_ddp_unimodal_loss_and_gradients_equal_single_process(ranks, single):
+    expected = single["with_unimodal"]
+    assert any(n.startswith("model.encoders.b.") for n in expected["grads"])
+    for result in ranks:
+        got = result["with_unimodal"]
+        assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+        assert got["unimodal"] == pytest.approx(expected["unimodal"], rel=1e-5)
+        assert set(got["grads"]) == set(expected["grads"])
+        for name, grad in expected["grads"].items():
+            assert torch.allclose(got["grads"][name], grad, rtol=1e-4, atol=1e-6), name
