@@ -71,7 +71,8 @@ class LitFusion(L.LightningModule):
     # ------------------------------------------------------------------ train
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         labels = batch["labels"]
-        if self.unimodal_weight > 0:
+        # with a single modality its one-modality pass would be the fused pass itself
+        if self.unimodal_weight > 0 and len(self.model.encoders) > 1:
             outputs, unimodal = self.model.forward_with_unimodal(batch["inputs"])
         else:
             outputs, unimodal = self(batch["inputs"]), None

@@ -109,3 +109,19 @@ def test_the_one_modality_loss_trains_an_encoder_the_fused_loss_leaves_idle():
     assert grad is not None and grad.abs().sum() > 0
     idle = model.encoders["a"].weight.grad  # `a`'s tokens are masked out of `b`'s pass
     assert idle is None or not idle.any()
+
+
+def test_a_single_modality_model_skips_the_one_modality_pass():
+    modalities, heads, batch = _batch()
+    inputs = {"a": batch["inputs"]["a"]}
+    rows = inputs["a"]["present"]
+    batch = {"inputs": inputs, "labels": {h: v[rows] for h, v in batch["labels"].items()}}
+    inputs["a"]["present"] = torch.ones(int(rows.sum()), dtype=torch.bool)
+    torch.manual_seed(0)
+    fuser = TransformerFuser({"a": 4}, d_model=8, n_heads=2, dropout=0.0)
+    model = FusionModel({"a": modalities["a"].build_encoder()}, {"a": 4}, fuser, heads).eval()
+    lit = LitFusion(model, unimodal_weight=1.0)
+    lit.log = lambda *args, **kwargs: None
+    model.forward_with_unimodal = lambda inputs: pytest.fail("the one-modality pass is the fused pass")
+    fused, _ = lit.total_loss(model(inputs), batch["labels"])
+    torch.testing.assert_close(lit.training_step(batch, 0).detach(), fused.detach())
