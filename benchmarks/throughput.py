@@ -81,7 +81,8 @@ def train_once(cfg: Any, datamodule: Any, workers: int | str, epochs: int, cuda:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     with GpuPoller() as gpu:
-        trainer.fit(lit, train_dataloaders=datamodule.train_dataloader())
+        # through the datamodule, so its on_after_batch_transfer hook runs (data.augment_on=device)
+        trainer.fit(lit, datamodule=datamodule)
     steady = timer.epochs[1:] or timer.epochs
     mean = lambda key: sum(e[key] for e in steady) / len(steady)  # noqa: E731
     fastest = min(steady, key=lambda e: e["seconds"])  # the least disturbed by other jobs
@@ -118,6 +119,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", nargs="+", help="num_workers settings (default: CUDA 0 auto, CPU 0 1)")
     parser.add_argument("--batch-size", type=int, help="default 32; smoke 16")
     parser.add_argument("--cache", choices=["memory", "disk"], default="memory")
+    parser.add_argument(
+        "--augment-on",
+        choices=["auto", "cpu", "device"],
+        default="auto",
+        help="data.augment_on: CT/MRI/PET augmentation per sample in the workers (cpu) or per batch "
+        "on the training device (device); auto = device on CUDA",
+    )
     parser.add_argument(
         "--modalities", nargs="+", default=["ct", "mri", "pet", "histology", "genomics", "ehr"]
     )
@@ -242,7 +250,7 @@ def main() -> None:
     result: dict[str, Any] = {"device": device, "cpus": usable_cpus(), "torch": torch.__version__}
     print(
         f"device: {device}; {usable_cpus()} usable CPUs; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; data.augment_on={args.augment_on}"
     )
     if not cuda:
         print("no CUDA: GPU utilisation, peak GPU memory and bf16 are skipped; these are CPU figures")

@@ -60,6 +60,7 @@ def overrides(args: argparse.Namespace, manifest: Path) -> list[str]:
         f"data.batch_size={args.batch_size}",
         f"data.cache={args.cache}",
         f"data.cache_dir={args.workdir_path / 'cache'}",
+        f"data.augment_on={getattr(args, 'augment_on', 'auto')}",
         "histology" in args.modalities and "modality.histology.input=features",
     ]
     for m in ("ct", "mri", "pet"):

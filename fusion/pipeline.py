@@ -108,6 +108,7 @@ def build_datamodule(
         prefetch_factor=data.get("prefetch_factor"),
         cache=data.get("cache", "memory"),
         cache_dir=data.get("cache_dir"),
+        augment_on=data.get("augment_on", "auto"),
         fit_modalities=fit_modalities,
     )
 

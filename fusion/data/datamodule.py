@@ -36,6 +36,11 @@ class FusionDataModule(L.LightningDataModule):
     cache_dir: folder of the disk cache (``data.cache_dir``), needed for ``disk``.
     num_workers, pin_memory, persistent_workers, prefetch_factor: passed to every DataLoader;
         ``"auto"`` is resolved when a loader is built, from the trainer's device (see `loader_options`).
+    augment_on: where the training augmentation of modalities with `augment_batch` (CT, MRI, PET) runs:
+        ``cpu`` (per sample, in `transform`, in the loader workers), ``device`` (per batch, vectorised,
+        after the batch reached the training device: `on_after_batch_transfer`) or ``auto`` (device when
+        training on CUDA, else cpu). ``device`` needs the trainer to hold this datamodule
+        (``trainer.fit(model, datamodule=dm)``): a train loader built without one augments on the CPU.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class FusionDataModule(L.LightningDataModule):
         cache: str | bool = "memory",
         cache_dir: str | Path | None = None,
         fit_modalities: bool = True,
+        augment_on: str = "auto",
     ):
         super().__init__()
         self.cohort, self.modalities, self.heads = cohort, modalities, heads
@@ -67,6 +73,10 @@ class FusionDataModule(L.LightningDataModule):
             raise ValueError(f"data.prefetch_factor must be a positive int or null, got {prefetch_factor!r}")
         self.prefetch_factor = prefetch_factor
         self.fit_modalities = fit_modalities
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"data.augment_on must be one of {list(AUGMENT_ON)}, got {augment_on!r}")
+        self.augment_on = augment_on
+        self.deferred: frozenset[str] = frozenset()  # augmented per batch on the device (train loader)
         self.store = ItemStore(modalities, cache=cache, cache_dir=cache_dir)
         self.cache = self.store.mode
         self.records: dict[str, list[PatientRecord]] = {}
@@ -133,8 +143,11 @@ class FusionDataModule(L.LightningDataModule):
     def loader(self, split: str, train: bool = False) -> DataLoader:
         if split not in self.records:
             raise KeyError(f"no '{split}' split (have {sorted(self.records)})")
-        dataset = FusionDataset(self.records[split], self.store, train=train)
         cuda, processes = self._device()
+        deferred = frozenset()
+        if train:
+            self.deferred = deferred = self._deferred(cuda)
+        dataset = FusionDataset(self.records[split], self.store, train=train, deferred=deferred)
         options = loader_options(
             self.num_workers, self.pin_memory, self.persistent_workers, self.prefetch_factor, cuda, processes
         )
@@ -148,6 +161,31 @@ class FusionDataModule(L.LightningDataModule):
             collate_fn=Collator(self.modalities, self.heads),
             **options,
         )
+
+    def _deferred(self, cuda: bool) -> frozenset[str]:
+        """Modalities whose training augmentation waits for `on_after_batch_transfer`."""
+        where = self.augment_on if self.augment_on != "auto" else ("device" if cuda else "cpu")
+        if where == "cpu":
+            return frozenset()
+        if getattr(self, "trainer", None) is None:
+            if self.augment_on == "device":
+                log.warning(
+                    "data.augment_on=device, but no trainer holds this datamodule (use "
+                    "trainer.fit(model, datamodule=dm)): augmenting per sample on the CPU instead"
+                )
+            return frozenset()
+        return frozenset(name for name, m in self.modalities.items() if hasattr(m, "augment_batch"))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches: the deferred augmentation, on the present rows, where the batch now is."""
+        trainer = getattr(self, "trainer", None)
+        if not self.deferred or trainer is None or not trainer.training or not isinstance(batch, dict):
+            return batch
+        for name in self.deferred:
+            entry = batch["inputs"].get(name)
+            if entry is not None and entry["data"] is not None:
+                entry["data"] = self.modalities[name].augment_batch(entry["data"])
+        return batch
 
     def _device(self) -> tuple[bool, int]:
         """(batches go to CUDA, training processes on this node): from the attached trainer, else
@@ -172,6 +210,9 @@ class FusionDataModule(L.LightningDataModule):
 
 
 # ---------------------------------------------------------------- data loader options
+AUGMENT_ON = ("auto", "cpu", "device")
+
+
 def check_workers(value: int | str) -> int | str:
     """``data.num_workers``: an int >= 0 or ``"auto"``."""
     if value == "auto":

@@ -14,12 +14,24 @@ from fusion.modalities.base import Modality
 
 
 class FusionDataset(Dataset):
-    """One sample per patient: transformed items (None = missing) and labels (None = unknown)."""
+    """One sample per patient: transformed items (None = missing) and labels (None = unknown).
 
-    def __init__(self, records: list[PatientRecord], store: ItemStore, train: bool):
+    `deferred`: modalities whose training augmentation runs later, on the collated batch on the
+    training device (`Modality.augment_batch`, ``data.augment_on=device``): their items get the
+    evaluation transform here.
+    """
+
+    def __init__(
+        self,
+        records: list[PatientRecord],
+        store: ItemStore,
+        train: bool,
+        deferred: frozenset[str] = frozenset(),
+    ):
         self.records = records
         self.store = store
         self.train = train
+        self.deferred = deferred
 
     def __len__(self) -> int:
         return len(self.records)
@@ -29,7 +41,8 @@ class FusionDataset(Dataset):
         items = {}
         for name, modality in self.store.modalities.items():
             item = self.store.get(record, name)
-            items[name] = None if item is None else modality.transform(item, train=self.train)
+            train = self.train and name not in self.deferred
+            items[name] = None if item is None else modality.transform(item, train=train)
         return {"patient_id": record.patient_id, "items": items, "labels": record.labels}
 
 

@@ -29,7 +29,9 @@ from monai.transforms import (
 )
 from torch import nn
 
+from fusion.data.batch_memory import stack
 from fusion.modalities.base import Modality
+from fusion.modalities.imaging_batch_augment import BatchAugment
 from fusion.modalities.imaging_options import (
     build_augmentations,
     parse_ct_windows,
@@ -186,6 +188,7 @@ class ImagingModality(Modality):
         self._intensity = [intensity_transform(kind, w, self.pet_suv_max) for w in windows]
         self._match = ResampleToMatch(mode="bilinear", padding_mode="zeros")
         self._augment = build_augmentations(augmentations, where)
+        self._batch_augment = BatchAugment(self._augment.transforms)
 
     # ----------------------------------------------------------------- cohort side
     @property
@@ -291,9 +294,17 @@ class ImagingModality(Modality):
         out = self._augment(item)
         return (out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)).float()
 
+    def augment_batch(self, data: torch.Tensor) -> torch.Tensor:
+        """The training augmentation of collated rows (n, C, D, H, W), batched on their device.
+
+        Used instead of `transform(train=True)` when ``data.augment_on`` resolves to ``device``;
+        see `imaging_batch_augment` for what matches MONAI's per-sample transforms. Overwrites `data`.
+        """
+        return self._batch_augment(data) if self.augment else data
+
     def collate(self, items: list[torch.Tensor]) -> torch.Tensor:
-        """(n, C, D, H, W) from the n patients who have this modality."""
-        return torch.stack(items)
+        """(n, C, D, H, W) from the n patients who have this modality (in shared memory in a worker)."""
+        return stack(items)
 
     # ----------------------------------------------------------------- model side
     def build_encoder(self) -> nn.Module:
