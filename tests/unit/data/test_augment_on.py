@@ -28,6 +28,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _datamodule(manifest: Path, augment_on: str) -> tuple[FusionDataModule, object]:
     cfg = fusion.compose(
         [
+            f"data.augment_on={augment_on}",
             f"data.manifest={manifest}",
             "modality=[ct,genomics]",
             "head=[grade]",
@@ -42,7 +43,7 @@ def _datamodule(manifest: Path, augment_on: str) -> tuple[FusionDataModule, obje
     datamodule = build_datamodule(
         cfg, Cohort.load(manifest), modalities, heads, splits={"train": ids[:12], "val": ids[12:]}
     )
-    datamodule.augment_on = augment_on
+    assert datamodule.augment_on == augment_on  # the config key reaches the datamodule
     datamodule.setup("fit")
     return datamodule, cfg
 
