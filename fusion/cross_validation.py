@@ -57,6 +57,7 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
         "modality": sorted(cfg.modality),
         "head": sorted(cfg.head),
         "fuser": cfg.fuser.get("_target_"),
+        "unimodal_weight": cfg.get("loss", {}).get("unimodal_weight", 0.0),
         "group_by": cfg.cv.get("group_by"),
         "splits_file": cfg.cv.get("splits_file"),
     }

@@ -4,10 +4,11 @@
     python experiments/ablation/run.py --out DIR -- OVERRIDE ...  # extra fusion-cv overrides (smoke runs)
     python experiments/ablation/run.py --table-only --out DIR     # rebuild the table from finished runs
 
-Two `fusion-cv -m experiment=ablation` sweeps share one frozen fold file (written by the first job, over
+Three `fusion-cv -m experiment=ablation` sweeps share one frozen fold file (written by the first job, over
 every patient of the cohort): the fusers with all modalities, then each modality alone on the same folds
 (a patient who lacks that modality is left out of its test fold: a one-modality model has nothing to
-predict them from). Then every job's cv_metrics.json becomes one table: mean [95% CI over folds] and,
+predict them from), then the transformer without the auxiliary one-modality loss (`loss.unimodal_weight=0`).
+Then every job's cv_metrics.json becomes one table: mean [95% CI over folds] and,
 in parentheses, the oracle (truth.csv's Bayes-optimal prediction) on the same test patients.
 """
 
@@ -33,7 +34,7 @@ FUSER_NAMES["KroneckerFuser"] = "gated Kronecker"
 
 
 def sweeps(out: Path, extra: list[str]) -> list[list[str]]:
-    """The two fusion-cv multirun command lines; both read (the first job writes) one fold file."""
+    """The three fusion-cv multirun command lines; all read (the first job writes) one fold file."""
     common = ["experiment=ablation", f"cv.splits_file={out / 'folds.csv'}", *extra]
     cv = [sys.executable, "-m", "fusion.cli.cv", "-m"]
     return [
@@ -44,13 +45,22 @@ def sweeps(out: Path, extra: list[str]) -> list[list[str]]:
             f"hydra.sweep.dir={out / 'unimodal'}",
             *common,
         ],
+        # what the auxiliary one-modality loss adds: the transformer trained on the fused loss alone
+        [
+            *cv,
+            "fuser=transformer",
+            "loss.unimodal_weight=0",
+            f"hydra.sweep.dir={out / 'fusers_fused_loss_only'}",
+        ]
+        + common,
     ]
 
 
 def label(setup: dict) -> str:
     if len(setup["modality"]) == 1:
         return f"{setup['modality'][0]} alone"
-    return FUSER_NAMES.get(str(setup["fuser"]).rsplit(".", 1)[-1], str(setup["fuser"]))
+    name = FUSER_NAMES.get(str(setup["fuser"]).rsplit(".", 1)[-1], str(setup["fuser"]))
+    return name + (" (fused loss only)" if setup.get("unimodal_weight") == 0 else "")
 
 
 def table(out: Path) -> pd.DataFrame:
