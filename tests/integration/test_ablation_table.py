@@ -6,9 +6,13 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from fusion.cross_validation import summarise
+from fusion.metrics.classification import binary_auroc
 
 RUNNER = Path(__file__).resolve().parents[2] / "experiments" / "ablation" / "run.py"
 
@@ -72,3 +76,49 @@ def test_sweeps_run_the_fusers_first_on_one_fold_file(runner, tmp_path):
     shared = f"cv.splits_file={tmp_path / 'folds.csv'}"
     assert all(shared in sweep for sweep in (fusers, unimodal, fused_only))
     assert "experiment=ablation" in unimodal
+
+
+def test_same_patients_pairs_each_fold_on_the_single_rows_patients(tmp_path):
+    spec = importlib.util.spec_from_file_location("same_patients", RUNNER.parent / "same_patients.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ids = [f"P{i}" for i in range(8)]
+    manifest = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "grade": [1, 2, 3, 1, 2, 3, 1, 3],
+            "survival_time": [5.0, 3, 8, 2, 9, 4, 7, 1],
+            "survival_event": [1, 0, 1, 1, 0, 1, 1, 1],
+            "response": [1, 0, 1, 0, 1, 0, 1, 0],
+        }
+    )
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    rng = np.random.default_rng(0)
+
+    def predictions(patients: list[str]) -> pd.DataFrame:
+        probs = rng.dirichlet([1, 1, 1], size=len(patients))
+        return pd.DataFrame(
+            {"patient_id": patients, **{f"grade_prob_{k}": probs[:, k] for k in range(3)}}
+            | {"risk": rng.normal(size=len(patients)), "response_prob": rng.uniform(size=len(patients))}
+        )
+
+    fused = predictions(ids)
+    (tmp_path / "fused" / "repeat0_fold0").mkdir(parents=True)
+    (tmp_path / "single" / "repeat0_fold0").mkdir(parents=True)
+    fused.to_csv(tmp_path / "fused" / "repeat0_fold0" / "predictions_test.csv", index=False)
+    predictions(ids[:6]).to_csv(tmp_path / "single" / "repeat0_fold0" / "predictions_test.csv", index=False)
+    frame = module.paired(tmp_path / "fused", tmp_path / "single", tmp_path / "manifest.csv").set_index(
+        "metric"
+    )
+    labels = manifest.set_index("patient_id")
+    expected_same = module.score(fused[fused["patient_id"].isin(ids[:6])], labels)
+    expected_all = module.score(fused, labels)
+    for key in ("test/grade_auroc", "test/survival_cindex", "test/response_auroc"):
+        assert frame.loc[key, "fused_same"] == pytest.approx(expected_same[key])
+        assert frame.loc[key, "fused_all"] == pytest.approx(expected_all[key])
+    assert frame.loc["test/response_auroc", "fused_same"] != pytest.approx(
+        expected_all["test/response_auroc"]
+    )
+    truth = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1]) == 0  # P0, P2, ... responded
+    direct = binary_auroc(torch.tensor(fused["response_prob"].to_numpy()), truth.long())
+    assert expected_all["test/response_auroc"] == pytest.approx(float(direct))
