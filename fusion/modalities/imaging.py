@@ -31,7 +31,7 @@ from torch import nn
 
 from fusion.data.batch_memory import stack
 from fusion.modalities.base import Modality
-from fusion.modalities.imaging_batch_augment import BatchAugment
+from fusion.modalities.imaging_batch_augment import BatchAugment, seeded_call
 from fusion.modalities.imaging_options import (
     build_augmentations,
     parse_ct_windows,
@@ -288,11 +288,7 @@ class ImagingModality(Modality):
         """Random augmentation when training with `augment`; identity otherwise."""
         if not (train and self.augment):
             return item
-        # Seed MONAI's own RNGs from torch's, which Lightning seeds and DataLoader varies per worker:
-        # runs are reproducible and workers do not repeat each other's augmentations.
-        self._augment.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
-        out = self._augment(item)
-        return (out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)).float()
+        return seeded_call(self._augment, item).float()  # seeded from torch: reproducible runs
 
     def augment_batch(self, data: torch.Tensor) -> torch.Tensor:
         """The training augmentation of collated rows (n, C, D, H, W), batched on their device.

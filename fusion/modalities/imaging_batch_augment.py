@@ -165,6 +165,18 @@ class BatchAffine:
         return F.grid_sample(x, grid, mode=self.mode, padding_mode=self.padding_mode, align_corners=False)
 
 
+def seeded_call(transform: Callable, item: torch.Tensor) -> torch.Tensor:
+    """`transform(item)` as a plain tensor, a random transform seeded from torch's RNG first.
+
+    Seeding MONAI's own RNGs from torch's, which Lightning seeds and DataLoader varies per worker, makes
+    runs reproducible and keeps workers from repeating each other's augmentations.
+    """
+    if isinstance(transform, Randomizable):
+        transform.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+    out = transform(item)
+    return out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+
+
 class PerSample:
     """Any transform, one sample at a time on the batch's device, seeded from torch (the fallback)."""
 
@@ -172,13 +184,7 @@ class PerSample:
         self.transform = transform
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        rows = []
-        for row in x:
-            if isinstance(self.transform, Randomizable):
-                self.transform.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
-            out = self.transform(row)
-            out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
-            rows.append(out.to(device=x.device, dtype=x.dtype))
+        rows = [seeded_call(self.transform, row).to(device=x.device, dtype=x.dtype) for row in x]
         return torch.stack(rows)
 
 
