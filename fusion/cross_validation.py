@@ -34,7 +34,7 @@ from fusion.data.demo import ensure_demo_cohort
 from fusion.data.records import PatientRecord, collect_records
 from fusion.data.splits import Fold, kfold_patients, read_fold_file, split_patients, write_fold_file
 from fusion.errors import ConfigError
-from fusion.pipeline import build_heads, build_modalities
+from fusion.pipeline import build_heads, build_modalities, model_output, unimodal_weight
 from fusion.training import run_training
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
         "modality": sorted(cfg.modality),
         "head": sorted(cfg.head),
         "fuser": cfg.fuser.get("_target_"),
-        "unimodal_weight": cfg.get("loss", {}).get("unimodal_weight", 0.0),
+        "unimodal_weight": unimodal_weight(cfg),
+        "model_output": model_output(cfg),
         "group_by": cfg.cv.get("group_by"),
         "splits_file": cfg.cv.get("splits_file"),
     }

@@ -17,7 +17,7 @@ from fusion.data.datamodule import FusionDataModule
 from fusion.errors import ConfigError
 from fusion.heads.base import Head
 from fusion.modalities.base import Modality
-from fusion.model import FusionModel
+from fusion.model import OUTPUTS, FusionModel
 
 
 def build_modalities(cfg: DictConfig) -> dict[str, Modality]:
@@ -61,9 +61,34 @@ def build_model(cfg: DictConfig, modalities: dict[str, Modality], heads: dict[st
     if fuser.out_dim != cfg.fuser.d_model:
         raise ConfigError(f"fuser.out_dim {fuser.out_dim} != fuser.d_model {cfg.fuser.d_model}")
     encoders = {name: m.build_encoder() for name, m in modalities.items()}
-    model = FusionModel(encoders, out_dims, fuser, heads)
+    model = FusionModel(encoders, out_dims, fuser, heads, output=model_output(cfg))
     compile_model(model, cfg.get("compile", False))
     return model
+
+
+def unimodal_weight(cfg: DictConfig) -> float:
+    """`loss.unimodal_weight`: the weight of the auxiliary one-modality loss (0 = off)."""
+    return float((cfg.get("loss") or {}).get("unimodal_weight", 0.0))
+
+
+def model_output(cfg: DictConfig) -> str:
+    """`model.output` resolved: ``auto`` is ``ensemble`` when the auxiliary loss trains the one-modality
+    passes (`loss.unimodal_weight` > 0), else ``fused``. Checkpoints written before the setting existed
+    have no `model` block and predict from the fused pass, as they were trained and selected to.
+    """
+    if cfg.get("model") is None:
+        return "fused"
+    output = cfg.model.get("output", "auto")
+    if output == "auto":
+        return "ensemble" if unimodal_weight(cfg) > 0 else "fused"
+    if output not in OUTPUTS:
+        raise ConfigError(f"model.output must be auto or one of {list(OUTPUTS)}, got {output!r}")
+    if output == "ensemble" and unimodal_weight(cfg) == 0:
+        raise ConfigError(
+            "model.output=ensemble averages the one-modality passes that the auxiliary loss trains, but "
+            "loss.unimodal_weight is 0: set loss.unimodal_weight > 0 or model.output=fused (or auto)"
+        )
+    return output
 
 
 #: what `compile:` accepts besides true/false: torch.compile modes

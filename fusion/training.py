@@ -24,7 +24,14 @@ from fusion.evaluation import EvaluationSettings
 from fusion.evaluation.pipeline import evaluate_training_run, write_metrics
 from fusion.lit import LitFusion
 from fusion.modalities.base import Modality
-from fusion.pipeline import build_datamodule, build_heads, build_modalities, build_model, modality_states
+from fusion.pipeline import (
+    build_datamodule,
+    build_heads,
+    build_modalities,
+    build_model,
+    modality_states,
+    unimodal_weight,
+)
 from fusion.predictions import predict_frame
 
 log = logging.getLogger(__name__)
@@ -58,7 +65,7 @@ def run_training(
     lit = LitFusion(
         model,
         checkpoint_extras=extras,
-        unimodal_weight=cfg.get("loss", {}).get("unimodal_weight", 0.0),
+        unimodal_weight=unimodal_weight(cfg),
         **OmegaConf.to_container(cfg.optim, resolve=True),
     )
     trainer = _build_trainer(cfg, output_dir, extras["config"])

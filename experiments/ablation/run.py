@@ -7,9 +7,10 @@
 Three `fusion-cv -m experiment=ablation` sweeps share one frozen fold file (written by the first job, over
 every patient of the cohort): the fusers with all modalities, then each modality alone on the same folds
 (a patient who lacks that modality is left out of its test fold: a one-modality model has nothing to
-predict them from), then the transformer without the auxiliary one-modality loss (`loss.unimodal_weight=0`).
-Then every job's cv_metrics.json becomes one table: mean [95% CI over folds] and,
-in parentheses, the oracle (truth.csv's Bayes-optimal prediction) on the same test patients.
+predict them from), then the transformer predicting from its fused pass alone (`model.output=fused`),
+trained with and without the auxiliary one-modality loss (`loss.unimodal_weight=8,0`). Then every job's
+cv_metrics.json becomes one table: mean [95% CI over folds] and, in parentheses, the oracle (truth.csv's
+Bayes-optimal prediction) on the same test patients.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ def sweeps(out: Path, extra: list[str]) -> list[list[str]]:
             f"hydra.sweep.dir={out / 'unimodal'}",
             *common,
         ],
-        # what the auxiliary one-modality loss adds: the transformer trained on the fused loss alone
+        # what the auxiliary loss and the ensemble output add: the transformer predicting from its fused pass,
+        # trained on the fused loss alone (weight 0) or with the auxiliary loss (weight 8, the default)
         [
             *cv,
             "fuser=transformer",
-            "loss.unimodal_weight=0",
-            f"hydra.sweep.dir={out / 'fusers_fused_loss_only'}",
+            "loss.unimodal_weight=0,8",
+            "model.output=fused",
+            f"hydra.sweep.dir={out / 'transformer_variants'}",
         ]
         + common,
     ]
@@ -60,7 +63,9 @@ def label(setup: dict) -> str:
     if len(setup["modality"]) == 1:
         return f"{setup['modality'][0]} alone"
     name = FUSER_NAMES.get(str(setup["fuser"]).rsplit(".", 1)[-1], str(setup["fuser"]))
-    return name + (" (fused loss only)" if setup.get("unimodal_weight") == 0 else "")
+    if setup.get("unimodal_weight") == 0:
+        return name + " (fused loss only)"
+    return name + (" (fused pass only)" if setup.get("model_output") == "fused" else "")
 
 
 def table(out: Path) -> pd.DataFrame:

@@ -12,6 +12,7 @@ compute, activation memory of one block instead of all). It changes no result an
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -70,6 +71,12 @@ class ConvVolumeEncoder(nn.Module):
 
     Global pooling (rather than MONAI `Regressor`'s flatten) keeps the encoder independent of the
     input size, so `spatial_size` can be changed without touching the encoder.
+
+    Batch norm by default, not instance norm: instance norm rescales every volume's feature maps to zero
+    mean and unit variance, which throws away what the volume's absolute intensities say (PET uptake in
+    SUV, contrast enhancement, CT density) and most of how much of the field a lesion fills. On the demo
+    cohort one-modality grade AUROC went from 0.52 / 0.65 / 0.77 (CT / MRI / PET, instance) to 0.62 / 0.72
+    / 0.82 with batch norm (experiments/ablation/README.md).
     """
 
     def __init__(
@@ -79,7 +86,7 @@ class ConvVolumeEncoder(nn.Module):
         channels: Sequence[int] = (8, 16, 32),
         strides: Sequence[int] = (2, 2, 2),
         subunits: int = 2,
-        norm: str | tuple = "instance",
+        norm: str | tuple = "batch",
         act: str | tuple = "prelu",
         dropout: float | None = None,
     ):
@@ -191,6 +198,14 @@ def _densenet121(in_channels: int, out_dim: int, spatial_size: Sequence[int], **
 
 
 def _cnn(in_channels: int, out_dim: int, spatial_size: Sequence[int], **kwargs: Any) -> nn.Module:
+    strides = kwargs.get("strides", (2, 2, 2))
+    last = [size // math.prod(strides) for size in spatial_size]
+    if kwargs.get("norm", "batch") is not None and min(last) < 2:
+        raise ValueError(
+            f"cnn encoder: spatial_size {list(spatial_size)} shrinks to {last} voxels after strides "
+            f"{list(strides)}; its normalisation needs at least 2 per axis: use a larger spatial_size or "
+            "fewer or smaller strides"
+        )
     return ConvVolumeEncoder(in_channels, out_dim, **kwargs)
 
 

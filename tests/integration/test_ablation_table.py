@@ -25,12 +25,24 @@ def runner():
     return module
 
 
-def _write(path: Path, modality: list[str], fuser: str, grade: list[float], weight: float = 1.0) -> None:
+def _write(
+    path: Path,
+    modality: list[str],
+    fuser: str,
+    grade: list[float],
+    weight: float = 1.0,
+    output: str = "ensemble",
+) -> None:
     folds = [
         {"repeat": 0, "fold": k, "test/grade_auroc": g, "oracle/grade_auroc": 0.9}
         for k, g in enumerate(grade)
     ]
-    setup = {"modality": modality, "fuser": f"fusion.fusers.{fuser}", "unimodal_weight": weight}
+    setup = {
+        "modality": modality,
+        "fuser": f"fusion.fusers.{fuser}",
+        "unimodal_weight": weight,
+        "model_output": output,
+    }
     path.mkdir(parents=True)
     (path / "cv_metrics.json").write_text(json.dumps({"setup": setup, "folds": folds, **summarise(folds)}))
 
@@ -40,18 +52,15 @@ def test_table_rows_cells_and_verdict(runner, tmp_path):
     _write(tmp_path / "fusers" / "1", ["ct", "ehr"], "KroneckerFuser", [0.7, 0.7, 0.7])
     _write(tmp_path / "unimodal" / "0", ["ct"], "TransformerFuser", [0.6, 0.7, 0.8])
     _write(tmp_path / "unimodal" / "1", ["ehr"], "TransformerFuser", [0.85, 0.85, 0.85])
-    _write(
-        tmp_path / "fusers_fused_loss_only" / "0",
-        ["ct", "ehr"],
-        "TransformerFuser",
-        [0.5, 0.5, 0.5],
-        weight=0,
-    )
+    variants = tmp_path / "transformer_variants"
+    _write(variants / "0", ["ct", "ehr"], "TransformerFuser", [0.5, 0.5, 0.5], weight=0, output="fused")
+    _write(variants / "1", ["ct", "ehr"], "TransformerFuser", [0.6, 0.6, 0.6], weight=8, output="fused")
     frame = runner.table(tmp_path)
     assert frame["config"].tolist() == [
         "late-fusion transformer",
         "gated Kronecker",
         "late-fusion transformer (fused loss only)",
+        "late-fusion transformer (fused pass only)",
         "ct alone",
         "ehr alone",
     ]
@@ -69,12 +78,13 @@ def test_table_rows_cells_and_verdict(runner, tmp_path):
 
 
 def test_sweeps_run_the_fusers_first_on_one_fold_file(runner, tmp_path):
-    fusers, unimodal, fused_only = runner.sweeps(tmp_path, ["trainer.max_epochs=1"])
-    assert "loss.unimodal_weight=0" in fused_only and "fuser=transformer" in fused_only
+    fusers, unimodal, variants = runner.sweeps(tmp_path, ["trainer.max_epochs=1"])
+    assert "fuser=transformer" in variants and "model.output=fused" in variants
+    assert "loss.unimodal_weight=0,8" in variants
     assert "fuser=transformer,concat,kronecker" in fusers and fusers[-1] == "trainer.max_epochs=1"
     assert "modality=[ct],[mri],[pet],[histology],[genomics],[ehr]" in unimodal
     shared = f"cv.splits_file={tmp_path / 'folds.csv'}"
-    assert all(shared in sweep for sweep in (fusers, unimodal, fused_only))
+    assert all(shared in sweep for sweep in (fusers, unimodal, variants))
     assert "experiment=ablation" in unimodal
 
 

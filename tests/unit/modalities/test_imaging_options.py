@@ -188,7 +188,10 @@ def test_ct_windows_give_one_channel_per_window(tmp_path: Path) -> None:
         np.testing.assert_allclose(got, expected, atol=1e-5)
     single = ImagingModality("ct", ct_window=WINDOWS[1], **kwargs).load(path)
     assert torch.allclose(single[0], item[1])
-    assert ct.build_encoder()(torch.zeros(1, 3, 16, 16, 16)).shape == (1, 64)
+    encoder = ImagingModality(
+        "ct", ct_windows=WINDOWS, pixdim=(2, 2, 2), spatial_size=(16, 16, 16)
+    ).build_encoder()
+    assert encoder(torch.zeros(1, 3, 16, 16, 16)).shape == (1, 64)
 
 
 def test_ct_windows_with_sequences_are_sequence_major(tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ def test_unknown_name_lists_known_names() -> None:
     [
         ("cnn", {}, (16, 16), "3 values"),
         ("cnn", {"channels": (8, 16), "strides": (2, 2, 2)}, (16, 16, 16), "2 channels but 3 strides"),
+        ("cnn", {}, (32, 32, 8), r"shrinks to \[4, 4, 1\].*needs at least 2 per axis"),
         ("vit", {"patch_size": 5}, (16, 16, 16), "must divide"),
         ("densenet121", {}, (16, 16, 16), "minimum of 32"),
         ("resnet10", {"pretrained": True}, (16, 16, 16), "local"),
