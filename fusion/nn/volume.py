@@ -75,8 +75,8 @@ class ConvVolumeEncoder(nn.Module):
     Batch norm by default, not instance norm: instance norm rescales every volume's feature maps to zero
     mean and unit variance, which throws away what the volume's absolute intensities say (PET uptake in
     SUV, contrast enhancement, CT density) and most of how much of the field a lesion fills. On the demo
-    cohort one-modality grade AUROC went from 0.52 / 0.65 / 0.77 (CT / MRI / PET, instance) to 0.62 / 0.72
-    / 0.82 with batch norm (experiments/ablation/README.md).
+    cohort's quickstart split one-modality grade AUROC went from 0.52 / 0.65 / 0.77 (CT / MRI / PET,
+    instance) to 0.62 / 0.72 / 0.82 with batch norm (experiments/ablation/README.md).
     """
 
     def __init__(
