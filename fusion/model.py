@@ -116,12 +116,11 @@ def ensemble_outputs(
     fused pass (README, "Prediction"); members that each had to predict alone cannot co-adapt across
     modalities, which a small cohort punishes.
     """
+    members = 1 + sum(rows.long() for rows, _ in unimodal.values())  # (B,), the same for every head
     out = {}
     for head, value in fused.items():
-        total, count = value, torch.ones(value.shape[0], device=value.device, dtype=value.dtype)
+        total = value
         for rows, outputs in unimodal.values():
-            index = rows.nonzero().flatten()
-            total = total.index_add(0, index, outputs[head].to(total.dtype))
-            count = count.index_add(0, index, torch.ones_like(index, dtype=count.dtype))
-        out[head] = total / count.view(-1, *([1] * (value.dim() - 1)))
+            total = total.index_add(0, rows.nonzero().flatten(), outputs[head].to(total.dtype))
+        out[head] = total / members.to(total.dtype).view(-1, *([1] * (value.dim() - 1)))
     return out
