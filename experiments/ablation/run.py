@@ -69,7 +69,7 @@ def label(setup: dict) -> str:
 
 
 def table(out: Path) -> pd.DataFrame:
-    """One row per finished job: per metric mean, CI bounds, oracle mean, folds."""
+    """One row per finished job: per metric mean, CI bounds, oracle mean, per-fold values, folds."""
     rows = []
     for path in sorted(out.glob("*/*/cv_metrics.json")):
         summary = json.loads(path.read_text())
@@ -78,6 +78,7 @@ def table(out: Path) -> pd.DataFrame:
             oracle = "oracle/" + key.split("/", 1)[1]
             row[key] = summary["mean"].get(key)
             row[key + "_ci_low"], row[key + "_ci_high"] = summary["ci95"].get(key, [None, None])
+            row[key + "_by_fold"] = {(f["repeat"], f["fold"]): f.get(key) for f in summary["folds"]}
             row[oracle] = summary["mean"].get(oracle)
         rows.append(row)
     if not rows:
@@ -113,11 +114,18 @@ def markdown(frame: pd.DataFrame) -> str:
             if best is None or pd.isna(fused[key].iloc[0]):
                 continue
             ahead = "ahead of" if fused[key].iloc[0] > best[key] else "NOT ahead of"
+            by_fold = folds_ahead(fused[key + "_by_fold"].iloc[0], best[key + "_by_fold"])
             lines.append(
                 f"- {name}: the transformer ({fused[key].iloc[0]:.3f}) is {ahead} the best single modality "
-                f"({best['config']}, {best[key]:.3f})"
+                f"({best['config']}, {best[key]:.3f}); {by_fold}"
             )
     return "\n".join(lines) + "\n"
+
+
+def folds_ahead(fused: dict, single: dict) -> str:
+    """Fold by fold (same repeat and fold number), how often the transformer scores higher."""
+    pairs = [(fused[k], single[k]) for k in fused if k in single and None not in (fused[k], single[k])]
+    return f"ahead in {sum(f > s for f, s in pairs)} of {len(pairs)} folds"
 
 
 def main() -> None:
@@ -134,7 +142,7 @@ def main() -> None:
             print("+", " ".join(command), flush=True)
             subprocess.run(command, check=True)
     frame = table(out)
-    frame.to_csv(out / "table.csv", index=False)
+    frame.drop(columns=[c for c in frame if c.endswith("_by_fold")]).to_csv(out / "table.csv", index=False)
     text = markdown(frame)
     (out / "table.md").write_text(text)
     print(text)

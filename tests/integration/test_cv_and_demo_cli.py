@@ -24,6 +24,7 @@ def test_cv_runs_every_fold_and_tests_each_patient_once(tiny_cohort, tmp_path):
     assert [f["fold"] for f in summary["folds"]] == [0, 1, 2]
     assert {"test/survival_cindex", "test/grade_auroc"} <= set(summary["mean"])
     lo, hi = summary["ci95"]["test/survival_cindex"]
+    assert "Nadeau-Bengio" in summary["ci_method"]  # the folds' training sets overlap
     assert lo <= summary["mean"]["test/survival_cindex"] <= hi
     tested = [
         pid
@@ -41,6 +42,19 @@ def test_summarise_mean_sd_and_t_interval():
     assert out["sd"]["test/x"] == pytest.approx(0.1)
     half = 4.302653 * 0.1 / 3**0.5  # t(0.975, df=2)
     assert out["ci95"]["test/x"] == pytest.approx([0.7 - half, 0.7 + half], abs=1e-5)
+    assert out["ci_method"].startswith("t, plain")
+
+
+def test_summarise_corrects_the_interval_for_overlapping_training_sets():
+    folds = [{"test/x": v} for v in (0.6, 0.7, 0.8, 0.65, 0.75, 0.7)]
+    sd = pd.Series([0.6, 0.7, 0.8, 0.65, 0.75, 0.7]).std()
+    t = 2.570582  # t(0.975, df=5)
+    plain = summarise(folds)["ci95"]["test/x"]
+    corrected = summarise(folds, test_train_ratio=0.5)
+    assert plain == pytest.approx([0.7 - t * sd / 6**0.5, 0.7 + t * sd / 6**0.5], abs=1e-5)
+    half = t * sd * (1 / 6 + 0.5) ** 0.5  # Nadeau & Bengio: 1/J + n_test/n_train
+    assert corrected["ci95"]["test/x"] == pytest.approx([0.7 - half, 0.7 + half], abs=1e-5)
+    assert "Nadeau-Bengio" in corrected["ci_method"] and "0.500" in corrected["ci_method"]
 
 
 def test_demo_data_cli_writes_a_valid_cohort(tmp_path):
