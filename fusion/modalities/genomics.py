@@ -46,6 +46,9 @@ class GenomicsModality(TableModality):
         genes: genes to use, in this order; None = every gene of the table.
         log1p: ``log(1 + x)`` before z-scoring; None = on for ``expression`` only.
         embed_dim / hidden / dropout: SNN output size, hidden widths, AlphaDropout rate.
+        input_noise: sd of the Gaussian noise added to the z-scored genes in training (`fusion.nn.noise`),
+            ridge-like shrinkage for a genomics-only model on a small cohort; 0 = none (the default: inside
+            fusion it did not help, experiments/ablation/README.md). Not for binary calls.
         format: ``matrix`` (a numeric table) or ``maf`` (mutation calls -> binary matrix).
         orientation: ``patients_by_genes`` or ``genes_by_patients`` (first column gene names).
         value_type: ``expression`` (log1p + z-score), ``binary`` (no normalisation), ``cnv``
@@ -75,6 +78,7 @@ class GenomicsModality(TableModality):
         embed_dim: int = 64,
         hidden: int | Sequence[int] = (128,),
         dropout: float = 0.1,
+        input_noise: float = 0.0,
         format: str = "matrix",  # noqa: A002 - the config key users write
         orientation: str = "patients_by_genes",
         value_type: str | None = None,
@@ -125,6 +129,11 @@ class GenomicsModality(TableModality):
         self.embed_dim = int(embed_dim)
         self.hidden = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
+        self.input_noise = float(input_noise)
+        if not self.input_noise >= 0.0:
+            raise ValueError(f"{where}: input_noise must be >= 0 (an sd in z-score units), got {input_noise}")
+        if self.input_noise > 0 and self.value_type == "binary":
+            raise ValueError(f"{where}: input_noise is for continuous values; a 0/1 call would drown in it")
         self._requested = None if self.genes is None else list(self.genes)  # what the user asked for
         self._restored = False  # genes fixed by load_state_dict: the checkpoint's selection
         self.selected: list[str] | None = None
@@ -260,8 +269,9 @@ class GenomicsModality(TableModality):
                 hidden=self.hidden[0],
                 dropout=self.dropout,
                 other_token=self.other_token,
+                input_noise=self.input_noise,
             )
-        return SNN(len(self.mean), self.hidden, self.embed_dim, self.dropout)
+        return SNN(len(self.mean), self.hidden, self.embed_dim, self.dropout, self.input_noise)
 
     @property
     def out_dim(self) -> int:

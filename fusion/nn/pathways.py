@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from fusion.modalities.gmt import restrict_gene_sets
+from fusion.nn.noise import GaussianNoise
 
 
 class PathwayEncoder(nn.Module):
@@ -35,6 +36,7 @@ class PathwayEncoder(nn.Module):
         hidden: hidden width of each set's SNN.
         dropout: AlphaDropout rate after each layer.
         other_token: add a last token over the genes in no set (none is added if every gene is in a set).
+        input_noise: sd of Gaussian noise added to the genes in training (`fusion.nn.noise`); 0 = none.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class PathwayEncoder(nn.Module):
         hidden: int = 32,
         dropout: float = 0.1,
         other_token: bool = False,
+        input_noise: float = 0.0,
     ):
         super().__init__()
         names = [str(g) for g in gene_names]
@@ -80,6 +83,7 @@ class PathwayEncoder(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(n_sets, self.d_token))
         self.act = nn.SELU()
         self.drop = nn.AlphaDropout(dropout)
+        self.noise = GaussianNoise(input_noise)
 
     @property
     def n_tokens(self) -> int:
@@ -96,7 +100,7 @@ class PathwayEncoder(nn.Module):
                 f"PathwayEncoder expects input of shape (n, {self.n_genes}), got {tuple(x.shape)}"
             )
         # (n, S, W): each set's genes, padded positions zeroed; then sets first for the grouped matmul.
-        genes = x[:, self.index].masked_fill(~self.mask, 0.0).transpose(0, 1)
+        genes = self.noise(x)[:, self.index].masked_fill(~self.mask, 0.0).transpose(0, 1)
         w1 = self.w1.masked_fill(~self.mask.unsqueeze(-1), 0.0)
         h = self.drop(self.act(torch.bmm(genes, w1) + self.b1.unsqueeze(1)))  # (S, n, hidden)
         tokens = self.drop(self.act(torch.bmm(h, self.w2) + self.b2.unsqueeze(1)))  # (S, n, d_token)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from fusion.nn.noise import GaussianNoise
+
 
 def lecun_normal_(linear: nn.Linear) -> None:
     """LeCun-normal init (std = 1/sqrt(fan_in)), zero bias: what SELU's fixed point assumes."""
@@ -31,9 +33,17 @@ class SNN(nn.Module):
         hidden: widths of the hidden layers; empty for a single layer.
         out_dim: embedding size.
         dropout: AlphaDropout rate (keeps mean and variance, unlike plain dropout).
+        input_noise: sd of Gaussian noise added to the input in training (`fusion.nn.noise`); 0 = none.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int] = (128,), out_dim: int = 64, dropout: float = 0.1):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int] = (128,),
+        out_dim: int = 64,
+        dropout: float = 0.1,
+        input_noise: float = 0.0,
+    ):
         super().__init__()
         if in_dim < 1 or out_dim < 1:
             raise ValueError(
@@ -45,10 +55,11 @@ class SNN(nn.Module):
             linear = nn.Linear(fan_in, fan_out)
             lecun_normal_(linear)
             layers += [linear, nn.SELU(), nn.AlphaDropout(dropout)]
+        self.noise = GaussianNoise(input_noise)  # no parameters: checkpoint keys stay net.*
         self.net = nn.Sequential(*layers)
         self.in_dim, self.out_dim = in_dim, out_dim
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"SNN expects input of shape (n, {self.in_dim}), got {tuple(x.shape)}")
-        return self.net(x)
+        return self.net(self.noise(x))

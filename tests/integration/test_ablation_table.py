@@ -132,3 +132,18 @@ def test_same_patients_pairs_each_fold_on_the_single_rows_patients(tmp_path):
     truth = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1]) == 0  # P0, P2, ... responded
     direct = binary_auroc(torch.tensor(fused["response_prob"].to_numpy()), truth.long())
     assert expected_all["test/response_auroc"] == pytest.approx(float(direct))
+
+
+def test_ceilings_rank_the_inputs_as_the_generator_wires_them():
+    """Held-out linear-model ceilings on generated patients: each label follows the latents its inputs see."""
+    spec = importlib.util.spec_from_file_location("ceilings", RUNNER.parent / "ceilings.py")
+    ceilings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceilings)
+    table = ceilings.ceilings(n_patients=3000, seed=0)
+    assert list(table.columns) == ["grade", "survival", "response"] and len(table) == 5
+    oracle = table.loc["oracle (truth.csv probabilities)"]
+    assert (table <= oracle + 0.01).all().all()  # nothing beats the generator's own probabilities
+    fused = table.loc["genomics + EHR + exact imaging latents"]
+    assert fused["grade"] > table.loc["genomics alone", "grade"] + 0.1  # grade needs aggressiveness: imaging
+    assert table.loc["genomics alone", "response"] > table.loc["EHR alone", "response"] + 0.15  # sensitivity
+    assert table.loc["genomics alone", "response"] > 0.75  # rows stay aligned with their patients' labels

@@ -160,3 +160,14 @@ def test_config_composes_with_gene_subset(tmp_path):
     assert mod.load(refs["p0"]).shape == (2,)
     mod.fit([mod.load(refs[pid]) for pid in TRAIN])
     assert mod.build_encoder()(torch.zeros(3, 2)).shape == (3, 64)
+
+
+def test_input_noise_reaches_the_encoder_and_is_validated(tmp_path):
+    mod, _ = fitted(write_cohort(tmp_path, genomics_frame()), input_noise=0.8)
+    assert mod.build_encoder().noise.sd == 0.8
+    assert GenomicsModality().input_noise == 0.0  # opt-in
+    assert GenomicsModality(value_type="cnv", input_noise=0.5).input_noise == 0.5
+    with pytest.raises(ValueError, match="input_noise is for continuous values"):
+        GenomicsModality(format="maf", input_noise=0.5)
+    with pytest.raises(ValueError, match="modality 'genomics': input_noise must be >= 0"):
+        GenomicsModality(input_noise=-1)
