@@ -32,11 +32,32 @@ def ensure_demo_cohort(cfg: DictConfig) -> Path:
     if manifest.exists() or not demo:
         if not manifest.exists():
             raise FileNotFoundError(f"data.manifest: no such file: {manifest}")
+        if demo:
+            check_demo_generator(manifest.parent)
         return manifest
     if manifest.name != "manifest.csv":
         raise ConfigError(f"data.demo writes 'manifest.csv'; data.manifest must end with it, got {manifest}")
     write_demo_atomically(manifest.parent, **OmegaConf.to_container(demo, resolve=True))
     return manifest
+
+
+def check_demo_generator(root: Path) -> None:
+    """A cached demo cohort written by a generator with other label rules is an error, not a silent reuse."""
+    import json
+
+    from fusion.data.synthetic.latent import SIGNAL_DESIGN
+
+    summary = root / "cohort.json"
+    if not summary.exists():
+        return  # a cohort the user put there: theirs to vouch for
+    written = json.loads(summary.read_text()).get("signal_design")
+    changed = sorted(k for k in SIGNAL_DESIGN if written is not None and written.get(k) != SIGNAL_DESIGN[k])
+    if changed:
+        raise ConfigError(
+            f"the demo cohort in {root} was written by an older generator: its {', '.join(changed)} rule "
+            f"is '{written[changed[0]]}', this version's is '{SIGNAL_DESIGN[changed[0]]}'. Remove the folder "
+            "and the next run writes the current cohort."
+        )
 
 
 def write_demo_atomically(out: Path, **kwargs) -> Path:

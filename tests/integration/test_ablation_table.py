@@ -145,5 +145,8 @@ def test_ceilings_rank_the_inputs_as_the_generator_wires_them():
     assert (table <= oracle + 0.01).all().all()  # nothing beats the generator's own probabilities
     fused = table.loc["genomics + EHR + exact imaging latents"]
     assert fused["grade"] > table.loc["genomics alone", "grade"] + 0.1  # grade needs aggressiveness: imaging
-    assert table.loc["genomics alone", "response"] > table.loc["EHR alone", "response"] + 0.15  # sensitivity
-    assert table.loc["genomics alone", "response"] > 0.75  # rows stay aligned with their patients' labels
+    assert table.loc["genomics alone", "response"] > table.loc["EHR alone", "response"] + 0.04  # sensitivity
+    assert table.loc["genomics alone", "response"] > 0.65  # rows stay aligned with their patients' labels
+    # the demo's purpose: on every label, all inputs together can do clearly better than any one table alone
+    best_single = table.loc[["genomics alone", "EHR alone"]].max()
+    assert (fused - best_single > 0.04).all(), (fused - best_single).round(3).to_dict()  # 1.7/-0.7: 0.03
