@@ -8,6 +8,7 @@ leaves a half-written cohort that a later run would trust.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -43,15 +44,13 @@ def ensure_demo_cohort(cfg: DictConfig) -> Path:
 
 def check_demo_generator(root: Path) -> None:
     """A cached demo cohort written by a generator with other label rules is an error, not a silent reuse."""
-    import json
-
     from fusion.data.synthetic.latent import SIGNAL_DESIGN
 
     summary = root / "cohort.json"
-    if not summary.exists():
+    written = json.loads(summary.read_text()).get("signal_design") if summary.exists() else None
+    if written is None:
         return  # a cohort the user put there: theirs to vouch for
-    written = json.loads(summary.read_text()).get("signal_design")
-    changed = sorted(k for k in SIGNAL_DESIGN if written is not None and written.get(k) != SIGNAL_DESIGN[k])
+    changed = sorted(k for k in SIGNAL_DESIGN if written.get(k) != SIGNAL_DESIGN[k])
     if changed:
         raise ConfigError(
             f"the demo cohort in {root} was written by an older generator: its {', '.join(changed)} rule "
