@@ -31,9 +31,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from fusion.data.synthetic.latent import sample_patients
+from fusion.data.synthetic.oracle import oracle_from_frame
 from fusion.data.synthetic.tables import ehr_table, genomics_table
 
 LABELS = ("grade", "survival", "response")
+ORACLE_KEYS = {
+    "grade": "oracle/grade_auroc",
+    "survival": "oracle/survival_cindex",
+    "response": "oracle/response_auroc",
+}
 IMAGING_LATENTS = ("aggressiveness", "proliferation")  # what CT, MRI (T1, FLAIR), PET and histology show
 
 
@@ -75,16 +81,6 @@ def score(label: str, x: pd.DataFrame, frame: pd.DataFrame, train_ids: pd.Index)
     return concordance_index(y["survival_time"][~train], -risk, y["survival_event"][~train].astype(int))
 
 
-def oracle(label: str, frame: pd.DataFrame, train_ids: pd.Index) -> float:
-    y = frame[~frame.index.isin(train_ids)]
-    if label == "response":
-        return roc_auc_score(y["response"].astype(int), y["response_prob"])
-    if label == "grade":
-        probs = y[["grade_prob_0", "grade_prob_1", "grade_prob_2"]].to_numpy()
-        return roc_auc_score(y["grade"].astype(int), probs, multi_class="ovr")
-    return concordance_index(y["survival_time"], -y["true_risk"], y["survival_event"].astype(int))
-
-
 def ceilings(n_patients: int = 20000, seed: int = 0, n_genes: int = 64) -> pd.DataFrame:
     """Rows: input sets; columns: labels; values: held-out grade AUROC, C-index, response AUROC."""
     frame = sample_patients(n_patients, seed, modality_missing_rate=0.0, label_missing_rate=0.0)
@@ -100,7 +96,8 @@ def ceilings(n_patients: int = 20000, seed: int = 0, n_genes: int = 64) -> pd.Da
     table = pd.DataFrame(
         {label: {name: score(label, rows[name], frame, train_ids) for name in rows} for label in LABELS}
     )
-    table.loc["oracle (truth.csv probabilities)"] = [oracle(label, frame, train_ids) for label in LABELS]
+    oracle = oracle_from_frame(frame[~frame.index.isin(train_ids)])  # the same test half
+    table.loc["oracle (truth.csv probabilities)"] = [oracle[ORACLE_KEYS[label]] for label in LABELS]
     return table
 
 

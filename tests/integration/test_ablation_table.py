@@ -17,12 +17,17 @@ from fusion.metrics.classification import binary_auroc
 RUNNER = Path(__file__).resolve().parents[2] / "experiments" / "ablation" / "run.py"
 
 
-@pytest.fixture(scope="module")
-def runner():
-    spec = importlib.util.spec_from_file_location("ablation_run", RUNNER)
+def load_script(name: str):
+    """One of experiments/ablation/*.py as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"ablation_{name}", RUNNER.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return load_script("run")
 
 
 def _write(
@@ -89,9 +94,7 @@ def test_sweeps_run_the_fusers_first_on_one_fold_file(runner, tmp_path):
 
 
 def test_same_patients_pairs_each_fold_on_the_single_rows_patients(tmp_path):
-    spec = importlib.util.spec_from_file_location("same_patients", RUNNER.parent / "same_patients.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("same_patients")
     ids = [f"P{i}" for i in range(8)]
     manifest = pd.DataFrame(
         {
@@ -136,10 +139,7 @@ def test_same_patients_pairs_each_fold_on_the_single_rows_patients(tmp_path):
 
 def test_ceilings_rank_the_inputs_as_the_generator_wires_them():
     """Held-out linear-model ceilings on generated patients: each label follows the latents its inputs see."""
-    spec = importlib.util.spec_from_file_location("ceilings", RUNNER.parent / "ceilings.py")
-    ceilings = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ceilings)
-    table = ceilings.ceilings(n_patients=3000, seed=0)
+    table = load_script("ceilings").ceilings(n_patients=3000, seed=0)
     assert list(table.columns) == ["grade", "survival", "response"] and len(table) == 5
     oracle = table.loc["oracle (truth.csv probabilities)"]
     assert (table <= oracle + 0.01).all().all()  # nothing beats the generator's own probabilities
