@@ -217,7 +217,7 @@ def run_fusion(
 
     cfg = fusion.compose(fusion_overrides(task, manifest, extra))
     splits = {name: fold[name] for name in ("train", "val", "test")}
-    metrics = run_training(cfg, out, splits=splits)
+    metrics = run_training(cfg, out, splits=splits).metrics
     pred = pd.read_csv(out / "predictions_test.csv").set_index("patient_id").loc[fold["test"]]
     grade_columns = [f"grade_prob_{k}" for k in range(3)]  # index k = head.grade.classes[k] = grade k + 1
     values = pred["risk"].to_numpy() if task == "survival" else pred[grade_columns].to_numpy()

@@ -2,18 +2,18 @@
 
     import fusion
     cfg = fusion.compose(["experiment=quickstart", "modality=[genomics,ehr]"])
-    metrics = fusion.train(cfg, output_dir="runs/tabular")
-    table = fusion.predict("runs/tabular/checkpoints/last.ckpt", "cohort/manifest.csv")
+    result = fusion.train(cfg, output_dir="runs/tabular")
+    table = fusion.predict(result.best_checkpoint, "cohort/manifest.csv")
 
 Your own modality: subclass `fusion.Modality`, then either pass instances to `train(...,
-modalities={...})` or point a YAML at the class with `_target_` and select it by name.
+modalities=[...])` or point a YAML at the class with `_target_` and select it by name. An instance is
+recorded in the checkpoint by its class and constructor arguments, so `predict` rebuilds it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from hydra import compose as hydra_compose
@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from fusion.modalities.base import Modality
 from fusion.prediction import predict_manifest
-from fusion.training import run_training
+from fusion.training import TrainResult, run_training
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
@@ -35,10 +35,12 @@ def train(
     cfg: DictConfig | Sequence[str] = (),
     output_dir: str | Path = "outputs/api",
     modalities: dict[str, Modality] | Sequence[Modality] | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate; returns the metrics written to `output_dir/metrics.json`.
+) -> TrainResult:
+    """Train and evaluate. Returns the metrics written to `output_dir/metrics.json` (`.metrics`), the
+    best checkpoint (`.best_checkpoint`: the one to predict with) and the last (`.last_checkpoint`).
 
-    `modalities` (instances) replace the config's modality selection; everything else comes from `cfg`.
+    `modalities` (instances) replace the config's modality selection (which may then be empty:
+    ``modality=[]``); everything else comes from `cfg`.
     """
     if not isinstance(cfg, DictConfig):
         cfg = compose(cfg)

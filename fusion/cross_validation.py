@@ -51,8 +51,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
         run = f"repeat{split['repeat']}_fold{split['fold']}"
         log.info("%s: %d train, %d val, %d test", run, *(len(split[r]) for r in ("train", "val", "test")))
         splits = {role: split[role] for role in ("train", "val", "test")}
-        metrics = run_training(fold_config(cfg, name, run), output_dir / run, splits=splits)
-        folds.append({"repeat": split["repeat"], "fold": split["fold"], **_scalars(metrics)})
+        result = run_training(fold_config(cfg, name, run), output_dir / run, splits=splits)
+        folds.append({"repeat": split["repeat"], "fold": split["fold"], **_scalars(result.metrics)})
     setup = {
         "modality": sorted(cfg.modality),
         "head": sorted(cfg.head),

@@ -65,7 +65,7 @@ class LitFusion(L.LightningModule):
                 parts[name] = loss
         if not parts:
             return None, parts
-        total = sum(self.model.heads[n].weight * loss for n, loss in parts.items())
+        total = sum(self.model.heads[n].loss_weight * loss for n, loss in parts.items())
         return total, parts
 
     # ------------------------------------------------------------------ train

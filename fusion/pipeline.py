@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fusion.data.cohort import Cohort
 from fusion.data.datamodule import FusionDataModule
@@ -38,6 +38,22 @@ def build_modalities(cfg: DictConfig) -> dict[str, Modality]:
             )
         modalities[key] = modality
     return modalities
+
+
+def record_modalities(cfg: DictConfig, modalities: dict[str, Modality]) -> None:
+    """Put the instances' own configs (`Modality.init_config`) in `cfg.modality`, in place of whatever the
+    config selected, after checking that each rebuilds from it: the checkpoint's config is then the truth
+    that `fusion-predict` rebuilds from (the Python API's object route, `fusion.train(modalities=[...])`)."""
+    if not modalities:
+        raise ConfigError("no modality given: pass at least one Modality instance")
+    configs = {}
+    for key, modality in modalities.items():
+        if modality.name != key:
+            raise ConfigError(f"modality '{modality.name}' was passed under the name '{key}'")
+        configs[key] = modality.init_config()
+    with open_dict(cfg):
+        cfg.modality = configs
+    build_modalities(cfg)  # the recorded configs must rebuild the same modalities, now rather than at predict
 
 
 def build_heads(cfg: DictConfig) -> dict[str, Head]:

@@ -1,9 +1,9 @@
 """Predict a manifest with a trained checkpoint: the checkpoint alone rebuilds the pipeline.
 
 A checkpoint holds, beside the weights, the resolved training config and every modality's fitted
-state (normalisers, vocabularies), so prediction needs no access to the training cohort. Any
-modality may be missing for any patient; labels are not needed, but when the manifest has
-them the predictions are scored and reported as in training.
+state (normalisers, vocabularies; see `fusion.checkpoint`), so prediction needs no access to the
+training cohort. Any modality may be missing for any patient; labels are not needed, but when the
+manifest has them the predictions are scored and reported as in training.
 """
 
 from __future__ import annotations
@@ -14,45 +14,15 @@ from typing import Any
 
 import lightning as L
 import pandas as pd
-import torch
-from omegaconf import DictConfig, OmegaConf
 
+from fusion.checkpoint import load_checkpoint, load_model, stored_references
 from fusion.data.cohort import Cohort
-from fusion.evaluation import EvaluationSettings, labels_by_head
-from fusion.evaluation.core import has_labels
-from fusion.evaluation.pipeline import evaluate_and_report, write_metrics
-from fusion.evaluation.reference import from_checkpoint
-from fusion.heads.base import Head
-from fusion.lit import LitFusion
-from fusion.modalities.base import Modality
-from fusion.pipeline import build_datamodule, build_heads, build_modalities, build_model
-from fusion.predictions import predict_frame
+from fusion.evaluation import EvaluationSettings, has_labels, labels_by_head
+from fusion.pipeline import build_datamodule
+from fusion.prediction_table import predict_frame
+from fusion.scoring import evaluate_and_report, write_metrics
 
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint(ckpt_path: str | Path) -> dict:
-    path = Path(ckpt_path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "fusion" not in checkpoint:
-        raise ValueError(
-            f"{path} is not a fusion checkpoint (no 'fusion' entry with config and modality state)"
-        )
-    return checkpoint
-
-
-def load_model(checkpoint: dict) -> tuple[DictConfig, dict[str, Modality], dict[str, Head], LitFusion]:
-    """The trained pipeline from a loaded checkpoint: config, fitted modalities, heads, weights."""
-    cfg = OmegaConf.create(checkpoint["fusion"]["config"])
-    modalities = build_modalities(cfg)
-    for name, modality in modalities.items():
-        modality.load_state_dict(checkpoint["fusion"]["modality_state"].get(name, {}))
-    heads = build_heads(cfg)
-    lit = LitFusion(build_model(cfg, modalities, heads))
-    lit.load_state_dict(checkpoint["state_dict"])
-    return cfg, modalities, heads, lit
 
 
 def predict_manifest(
@@ -102,7 +72,7 @@ def predict_manifest(
         folder = Path(report_dir) if report_dir is not None else Path(output or ".").parent
         folder.mkdir(parents=True, exist_ok=True)
         result = evaluate_and_report(
-            frame, datamodule.records, "predict", heads, settings, from_checkpoint(checkpoint), folder
+            frame, datamodule.records, "predict", heads, settings, stored_references(checkpoint), folder
         )
         info = {"checkpoint": str(ckpt_path), "n_patients": {"test": len(test_records)}}
         write_metrics(folder / "metrics.json", result.metrics, result.ci95, info)

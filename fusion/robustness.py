@@ -27,14 +27,15 @@ import lightning as L
 import numpy as np
 import pandas as pd
 
+from fusion.checkpoint import load_checkpoint, load_model
 from fusion.data.cohort import Cohort
 from fusion.data.records import PatientRecord
 from fusion.errors import ConfigError
 from fusion.pipeline import build_datamodule
-from fusion.prediction import load_checkpoint, load_model
 
 log = logging.getLogger(__name__)
-PRIMARY = ("test/grade_auroc", "test/survival_cindex", "test/response_auroc")
+#: `frame.attrs` key of the metrics the curve and the plot show: each head's primary metric
+PRIMARY = "primary_metrics"
 
 
 def evaluate_robustness(
@@ -49,6 +50,8 @@ def evaluate_robustness(
     """One row per condition: condition, removed, fraction, repeat, removed_fraction, n_patients, metrics.
 
     `patient_ids`: whom to score (use the model's test patients; None = every manifest patient).
+    ``frame.attrs["primary_metrics"]`` names each head's primary metric (`Head.primary_metric`), what
+    `curve` and `plot` show.
     """
     if any(not 0 <= p < 1 for p in fractions):
         raise ConfigError(f"fractions must lie in [0, 1), got {list(fractions)}")
@@ -105,7 +108,9 @@ def evaluate_robustness(
                     removed_fraction=removed / max(present, 1),
                 )
             )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs[PRIMARY] = [f"test/{head.primary_metric}" for head in heads.values()]
+    return frame
 
 
 def without(record: PatientRecord, names: set[str]) -> PatientRecord:
@@ -137,22 +142,30 @@ def remove_at_random(
     return [without(r, drop[i]) if i in drop else r for i, r in enumerate(records)], len(chosen)
 
 
-def curve(frame: pd.DataFrame, metrics: Sequence[str] = PRIMARY) -> pd.DataFrame:
-    """Mean and sd over repeats of each metric at each random-removal fraction (0 = all inputs)."""
+def shown_metrics(frame: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
+    """The metrics to show: those given, else the heads' primary metrics recorded on the frame."""
+    return list(metrics if metrics is not None else frame.attrs.get(PRIMARY, []))
+
+
+def curve(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean and sd over repeats of each metric at each random-removal fraction (0 = all inputs);
+    `metrics` default: each head's primary metric."""
+    metrics = shown_metrics(frame, metrics)
     points = frame[frame["condition"].isin(["all", "random"])]
     keep = [m for m in metrics if m in points]
     grouped = points.groupby("fraction")[keep + ["removed_fraction"]]
     return grouped.mean().join(grouped.std(ddof=1).fillna(0.0)[keep], rsuffix="_sd").reset_index()
 
 
-def plot(frame: pd.DataFrame, path: str | Path, metrics: Sequence[str] = PRIMARY) -> Path:
-    """Left: metrics vs fraction of inputs removed at random (mean ± sd); right: each modality removed."""
+def plot(frame: pd.DataFrame, path: str | Path, metrics: Sequence[str] | None = None) -> Path:
+    """Left: metrics vs fraction of inputs removed at random (mean ± sd); right: each modality removed.
+    `metrics` default: each head's primary metric."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keep = [m for m in metrics if m in frame and frame[m].notna().any()]
+    keep = [m for m in shown_metrics(frame, metrics) if m in frame and frame[m].notna().any()]
     points = curve(frame, keep)
     single = frame[frame["condition"].str.startswith("without ")]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -1,7 +1,7 @@
 """One training run: fit on train, select on val, evaluate and predict on test, write the outputs.
 
-Writes into `output_dir`: `metrics.json` (DESIGN §4 keys, more test metrics and their bootstrap
-"ci95"), `predictions_test.csv`, `report/` (figures + report.md, see fusion.report),
+Writes into `output_dir`: `metrics.json` (the README's metric keys, more test metrics and their
+bootstrap "ci95"), `predictions_test.csv`, `report/` (figures + report.md, see fusion.report),
 `checkpoints/` (best on the monitored val metric, plus last), and the loggers' folders.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from fusion.data.cohort import Cohort
 from fusion.data.demo import ensure_demo_cohort
 from fusion.evaluation import EvaluationSettings
-from fusion.evaluation.pipeline import evaluate_training_run, write_metrics
 from fusion.lit import LitFusion
 from fusion.modalities.base import Modality
 from fusion.pipeline import (
@@ -30,11 +30,28 @@ from fusion.pipeline import (
     build_modalities,
     build_model,
     modality_states,
+    record_modalities,
     unimodal_weight,
 )
-from fusion.predictions import predict_frame
+from fusion.prediction_table import predict_frame
+from fusion.scoring import evaluate_training_run, write_metrics
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves: its metrics (as in `metrics.json`) and where its files are.
+
+    best_checkpoint: the checkpoint selected on the monitored validation metric, the one the test
+    metrics were computed with and the one to predict with (None when nothing was checkpointed);
+    last_checkpoint: the end of training (for resuming).
+    """
+
+    metrics: dict[str, Any]
+    output_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
 
 
 def run_training(
@@ -42,13 +59,19 @@ def run_training(
     output_dir: str | Path,
     splits: dict[str, list[str]] | None = None,
     modalities: dict[str, Modality] | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate one model; return the metrics written to `metrics.json`."""
+) -> TrainResult:
+    """Train and evaluate one model; return its metrics (those written to `metrics.json`) and checkpoints.
+
+    `modalities`: instances to use instead of the config's modality selection; their own configs
+    (`Modality.init_config`) replace `cfg.modality` in the checkpoint, so it predicts without them.
+    """
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg.copy()  # this run's folder: loggers and checkpoints of CV folds must not share one
     cfg.paths.output_dir = str(output_dir)
     L.seed_everything(cfg.seed, workers=True)
+    if modalities is not None:
+        record_modalities(cfg, modalities)
     manifest = ensure_demo_cohort(cfg)
     cohort = Cohort.load(manifest)
     modalities = modalities or build_modalities(cfg)
@@ -87,8 +110,9 @@ def run_training(
             trainer, lit, datamodule, heads, settings, test_frame, ckpt, output_dir
         )
         if evaluation is not None:
-            # the DESIGN keys keep the values the LightningModule logged; the evaluation adds the others
-            metrics.update({k: v for k, v in evaluation.metrics.items() if k not in metrics})
+            # the same metric functions as the logged epoch values (`Head.evaluate`), so the test keys the
+            # LightningModule logged are unchanged here; the evaluation adds the others and every CI
+            metrics.update(evaluation.metrics)
             ci95 = evaluation.ci95
     metrics.update(_oracle(manifest, datamodule.split_ids().get("test", [])))
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
@@ -101,7 +125,8 @@ def run_training(
         write_metrics(output_dir / "metrics.json", metrics, ci95, info)
     _finish_loggers(trainer)
     log.info("metrics: %s", json.dumps(metrics, indent=1))
-    return metrics
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
+    return TrainResult(metrics, output_dir, Path(best) if best else None, Path(last) if last else None)
 
 
 def _build_trainer(cfg: DictConfig, output_dir: Path, resolved: dict[str, Any]) -> L.Trainer:

@@ -13,9 +13,9 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from fusion.checkpoint import load_checkpoint
 from fusion.cli.common import report_user_errors
 from fusion.errors import ConfigError
-from fusion.prediction import load_checkpoint
 from fusion.robustness import curve, evaluate_robustness, plot
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,17 @@
-"""Test-time evaluation: a prediction table + labels -> scalar metrics, bootstrap 95% CIs, curves."""
+"""Test-time evaluation: a prediction table + labels -> scalar metrics, bootstrap 95% CIs, curves.
 
-from fusion.evaluation.core import Evaluation, evaluate, fit_references, labels_by_head, missingness
-from fusion.evaluation.reference import SurvivalReference
-from fusion.evaluation.settings import EvaluationSettings
+What each head measures lives in the head (`Head.evaluate`); this package bootstraps it."""
+
+from fusion.evaluation.core import (
+    Evaluation,
+    evaluate,
+    fit_references,
+    has_labels,
+    labels_by_head,
+    missingness,
+)
+from fusion.heads.evaluation import EvaluationSettings
+from fusion.heads.survival_reference import SurvivalReference
 
 __all__ = [
     "Evaluation",
@@ -10,6 +19,7 @@ __all__ = [
     "SurvivalReference",
     "evaluate",
     "fit_references",
+    "has_labels",
     "labels_by_head",
     "missingness",
 ]

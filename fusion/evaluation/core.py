@@ -1,8 +1,8 @@
 """Evaluate a prediction table against labels: scalar metrics, bootstrap CIs and report artifacts.
 
-Heads are dispatched on their class (grade, survival, response); each evaluator returns metric
-functions of bootstrap counts, so the point estimate and every replicate use the same code.
-All heads share one resample of the test patients per replicate.
+Each head evaluates itself (`Head.evaluate`: its rows, metric functions, figures and notes); this
+module only aligns the table with the labels, draws one shared patient resample per replicate for
+all heads, and turns each metric function into a point estimate and a percentile CI.
 """
 
 from __future__ import annotations
@@ -16,15 +16,8 @@ import numpy as np
 import pandas as pd
 
 from fusion.data.records import PatientRecord
-from fusion.evaluation.base import HeadEvaluation
-from fusion.evaluation.classification import evaluate_grade, evaluate_response
-from fusion.evaluation.reference import SurvivalReference
-from fusion.evaluation.settings import EvaluationSettings
-from fusion.evaluation.survival import evaluate_survival
 from fusion.heads.base import Head
-from fusion.heads.grade import GradeHead
-from fusion.heads.response import ResponseHead
-from fusion.heads.survival import SurvivalHead
+from fusion.heads.evaluation import EvaluationSettings, Figure
 from fusion.metrics.bootstrap import percentile_ci, point, resample_counts
 
 log = logging.getLogger(__name__)
@@ -33,12 +26,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class Evaluation:
     """metrics: "<stage>/<metric>" -> float or None (undefined); ci95: the same keys -> [low, high];
-    heads: head name -> JSON-able artifacts (curves, confusion matrix, risk groups)."""
+    heads: head name -> JSON-able artifacts (curves, confusion matrix, risk groups);
+    figures, notes, tables: per head, what the report draws, says and writes (see `HeadEvaluation`)."""
 
     metrics: dict[str, float | None]
     ci95: dict[str, list[float]] = field(default_factory=dict)
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_patients: int = 0
+    figures: dict[str, list[Figure]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    tables: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
 
 
 def labels_by_head(records: list[PatientRecord], heads: dict[str, Head]) -> dict[str, dict[str, Any]]:
@@ -50,24 +47,41 @@ def has_labels(labels: dict[str, dict[str, Any]]) -> bool:
     return any(v is not None for per_head in labels.values() for v in per_head.values())
 
 
+def head_inputs(frame: pd.DataFrame, labels: dict[str, Any], head: Head) -> tuple[dict[str, np.ndarray], Any]:
+    """The head's prediction columns of `frame` and its label tensor, row-aligned with `frame`
+    (a patient without a label, or absent from `labels`, gets the head's unknown sentinel)."""
+    predictions = {c: frame[c].to_numpy(float) for c in head.prediction_columns}
+    tensor = head.label_tensor([labels.get(str(p)) for p in frame["patient_id"]])
+    return predictions, tensor
+
+
 def evaluate(
     frame: pd.DataFrame,
     labels: dict[str, dict[str, Any]],
     heads: dict[str, Head],
     settings: EvaluationSettings,
-    references: dict[str, SurvivalReference] | None = None,
+    references: dict[str, dict[str, Any]] | None = None,
     stage: str = "test",
 ) -> Evaluation:
-    """Score every head on the patients that have its label; CIs from one shared patient bootstrap."""
+    """Score every head on the patients that have its label; CIs from one shared patient bootstrap.
+
+    `references`: head name -> what `Head.fit_reference` returned on the training split.
+    """
     references = references or {}
     frame = frame.reset_index(drop=True)
     counts = resample_counts(len(frame), settings.n_bootstrap, settings.seed)
     result = Evaluation(metrics={}, n_patients=len(frame))
     for name, head in heads.items():
-        evaluation = _evaluate_head(name, head, frame, labels.get(name, {}), settings, references.get(name))
-        if evaluation is None:
+        missing = [c for c in head.prediction_columns if c not in frame.columns]
+        if missing:
+            log.warning("head '%s': no prediction column(s) %s in the table; not evaluated", name, missing)
             continue
+        predictions, tensor = head_inputs(frame, labels.get(name, {}), head)
+        evaluation = head.evaluate(predictions, tensor, settings, references.get(name), full=True)
         result.heads[name] = evaluation.artifacts
+        result.figures[name] = evaluation.figures
+        result.notes[name] = evaluation.notes
+        result.tables[name] = evaluation.tables
         n = len(evaluation.rows)
         for key, metric in evaluation.metrics.items():
             value = point(metric, n) if n else math.nan
@@ -79,44 +93,23 @@ def evaluate(
     return result
 
 
-def _evaluate_head(
-    name: str,
-    head: Head,
-    frame: pd.DataFrame,
-    labels: dict[str, Any],
-    settings: EvaluationSettings,
-    reference: SurvivalReference | None,
-) -> HeadEvaluation | None:
-    if isinstance(head, GradeHead):
-        return evaluate_grade(name, head.classes, frame, labels)
-    if isinstance(head, SurvivalHead):
-        return evaluate_survival(name, frame, labels, settings, reference)
-    if isinstance(head, ResponseHead):
-        return evaluate_response(name, frame, labels, settings)
-    log.info("head '%s' (%s): no test-time evaluation for this head type", name, type(head).__name__)
-    return None
-
-
 def fit_references(
     frame: pd.DataFrame, labels: dict[str, dict[str, Any]], heads: dict[str, Head]
-) -> dict[str, SurvivalReference]:
-    """One `SurvivalReference` per survival head, from training-split predictions and labels."""
+) -> dict[str, dict[str, Any]]:
+    """head name -> `Head.fit_reference` on training-split predictions and labels (heads that need none,
+    or whose reference cannot be fitted, are left out with a warning naming why)."""
     references = {}
     for name, head in heads.items():
-        if not isinstance(head, SurvivalHead) or "risk" not in frame:
+        if any(c not in frame.columns for c in head.prediction_columns):
             continue
-        rows = [
-            (r, *labels[name][str(p)])
-            for p, r in zip(frame["patient_id"], frame["risk"], strict=True)
-            if labels[name].get(str(p)) is not None and np.isfinite(r)
-        ]
-        if not rows:
-            continue
-        risk, time, event = np.array(rows, dtype=float).T
+        predictions, tensor = head_inputs(frame, labels.get(name, {}), head)
         try:
-            references[name] = SurvivalReference.fit(risk, time, event)
+            reference = head.fit_reference(predictions, tensor)
         except ValueError as err:
-            log.warning("head '%s': %s; IPCW survival metrics are skipped", name, err)
+            log.warning("head '%s': %s; the metrics that need the training split are skipped", name, err)
+            continue
+        if reference is not None:
+            references[name] = reference
     return references
 
 

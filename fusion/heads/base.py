@@ -1,35 +1,56 @@
-"""A head is one prediction task: labels from the manifest, a layer, a masked loss, metrics.
+"""A head is one prediction task: labels from the manifest, a layer, a masked loss, its prediction
+columns and its evaluation.
 
 Every head computes its loss only on the patients who have its label, so each patient may
 miss any label; a batch where nobody has the label contributes no loss for that head.
+
+A head owns everything specific to its task, so a new head is one class and one YAML: the manifest
+columns it reads (`parse_cells`), its loss, the columns it writes to predictions*.csv
+(`prediction_columns`, `predictions`), and its evaluation (`evaluate`: metric functions, report
+figures and notes; `fit_reference`: what that evaluation needs from the training split). Per-epoch
+metrics (`metrics`) are the same functions as the test-time ones, computed without bootstrap.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from abc import abstractmethod
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fusion.data.cohort import Cohort, Problem, is_missing
+from fusion.heads.evaluation import EvaluationSettings, HeadEvaluation
+from fusion.metrics.bootstrap import point
+
+#: per-epoch metrics: the cheap metrics of `evaluate(full=False)`, no bootstrap
+EPOCH_SETTINGS = EvaluationSettings(n_bootstrap=0)
 
 
 class Head(nn.Module):
     """Args:
     name: key in outputs, metrics and configs (``grade``, ``survival``, ``response``).
     in_dim: size of the fused patient embedding.
-    weight: this head's weight in the total loss.
+    loss_weight: this head's weight in the total training loss.
+    weight: the old name of ``loss_weight`` (still read, e.g. from the config stored in older checkpoints).
     """
 
     #: manifest columns this head reads
     columns: tuple[str, ...] = ()
 
-    def __init__(self, name: str, in_dim: int, weight: float = 1.0):
+    def __init__(self, name: str, in_dim: int, loss_weight: float = 1.0, weight: float | None = None):
         super().__init__()
+        if weight is not None:
+            warnings.warn(
+                f"head '{name}': 'weight' is now called 'loss_weight'", DeprecationWarning, stacklevel=3
+            )
+            loss_weight = weight
         self.name = name
         self.in_dim = in_dim
-        self.weight = weight
+        self.loss_weight = float(loss_weight)
 
     # ------------------------------------------------------------- labels
     def parse(self, cohort: Cohort) -> tuple[dict[str, Any], list[Problem]]:
@@ -61,6 +82,14 @@ class Head(nn.Module):
     def known(labels: torch.Tensor) -> torch.Tensor:
         """(B,) bool: which rows of a label tensor are known."""
 
+    def label_columns(self, label: Any) -> dict[str, Any]:
+        """One patient's label in readable form, as table columns (the W&B predictions table)."""
+        return {f"{self.name}_label": label}
+
+    def stratum(self, label: Any) -> str:
+        """A short string for stratified splitting ('' for unknown)."""
+        return "" if label is None else str(label)
+
     # ------------------------------------------------------------- model
     @abstractmethod
     def forward(self, z: torch.Tensor) -> torch.Tensor: ...
@@ -69,10 +98,15 @@ class Head(nn.Module):
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """Loss over the rows with a known label; None when there are none."""
 
-    # ------------------------------------------------------------- evaluation
+    # ------------------------------------------------------------- predictions and evaluation
+    @property
+    @abstractmethod
+    def prediction_columns(self) -> list[str]:
+        """The columns this head writes to predictions*.csv, named after the head."""
+
     @abstractmethod
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Columns of predictions*.csv (DESIGN §4), each (B,)."""
+        """`prediction_columns` -> (B,) values, from the head's output."""
 
     @property
     def primary_metric(self) -> str:
@@ -80,9 +114,32 @@ class Head(nn.Module):
         return f"{self.name}_auroc"
 
     @abstractmethod
-    def metrics(self, out: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """Metric name (without split prefix) -> value, over the rows with a known label."""
+    def evaluate(
+        self,
+        predictions: dict[str, np.ndarray],
+        labels: torch.Tensor,
+        settings: EvaluationSettings,
+        reference: dict[str, Any] | None = None,
+        full: bool = True,
+    ) -> HeadEvaluation:
+        """Score the prediction columns against a label tensor (rows aligned; `label_tensor` form).
 
-    def stratum(self, label: Any) -> str:
-        """A short string for stratified splitting ('' for unknown)."""
-        return "" if label is None else str(label)
+        Returns the scored rows and each metric as a function of bootstrap counts. ``full=False`` (every
+        epoch): only the metrics logged per epoch, which must include `primary_metric`; no figures.
+        ``full=True`` (test time): every metric, plus artifacts, figures and notes for the report.
+        `reference` is what `fit_reference` returned on the training split (None when unavailable).
+        """
+
+    def fit_reference(
+        self, predictions: dict[str, np.ndarray], labels: torch.Tensor
+    ) -> dict[str, Any] | None:
+        """What `evaluate` needs from the training split's predictions (plain JSON-able values, stored in
+        the evaluated checkpoint); None when nothing. Raise ValueError when it cannot be fitted."""
+        return None
+
+    def metrics(self, out: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Per-epoch metric name (without split prefix) -> value: `evaluate(full=False)` without bootstrap."""
+        columns = {k: v.detach().float().cpu().numpy() for k, v in self.predictions(out).items()}
+        evaluation = self.evaluate(columns, labels.detach().cpu(), EPOCH_SETTINGS, full=False)
+        n = len(evaluation.rows)
+        return {k: point(metric, n) if n else math.nan for k, metric in evaluation.metrics.items()}

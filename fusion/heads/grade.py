@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix
 from torch import nn
 
 from fusion.heads.base import Head
-from fusion.metrics import balanced_accuracy, macro_auroc
+from fusion.heads.evaluation import EvaluationSettings, Figure, HeadEvaluation, plot, roc_points, scored_rows
+from fusion.metrics import weighted_classification as wc
 
 
 class GradeHead(Head):
@@ -26,10 +30,11 @@ class GradeHead(Head):
         classes: list[Any],
         name: str = "grade",
         column: str = "grade",
-        weight: float = 1.0,
+        loss_weight: float = 1.0,
         class_weights: list[float] | None = None,
+        weight: float | None = None,
     ):
-        super().__init__(name, in_dim, weight)
+        super().__init__(name, in_dim, loss_weight, weight=weight)
         self.columns = (column,)
         self.classes = [_canonical(c) for c in classes]
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
@@ -43,6 +48,7 @@ class GradeHead(Head):
         )
         self.layer = nn.Linear(in_dim, len(self.classes))
 
+    # ------------------------------------------------------------- labels
     def parse_cells(self, cells: dict[str, Any]) -> int:
         value = _canonical(next(iter(cells.values())))
         if value not in self.classes:
@@ -56,6 +62,10 @@ class GradeHead(Head):
     def known(labels: torch.Tensor) -> torch.Tensor:
         return labels >= 0
 
+    def label_columns(self, label: Any) -> dict[str, Any]:
+        return {f"{self.name}_label": None if label is None else self.classes[label]}
+
+    # ------------------------------------------------------------- model
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layer(z)
 
@@ -65,17 +75,70 @@ class GradeHead(Head):
             return None
         return F.cross_entropy(out[known], labels[known], weight=self.class_weights)
 
+    # ------------------------------------------------------------- predictions and evaluation
+    @property
+    def prediction_columns(self) -> list[str]:
+        return [f"{self.name}_prob_{k}" for k in range(len(self.classes))]
+
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         prob = out.float().softmax(dim=1)
-        return {f"{self.name}_prob_{k}": prob[:, k] for k in range(prob.shape[1])}
+        return {column: prob[:, k] for k, column in enumerate(self.prediction_columns)}
 
-    def metrics(self, out: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        known = self.known(labels)
-        prob = out.float().softmax(dim=1)[known]
-        return {
-            f"{self.name}_auroc": macro_auroc(prob, labels[known]),
-            f"{self.name}_balanced_accuracy": balanced_accuracy(prob, labels[known]),
+    def evaluate(
+        self,
+        predictions: dict[str, np.ndarray],
+        labels: torch.Tensor,
+        settings: EvaluationSettings,
+        reference: dict[str, Any] | None = None,
+        full: bool = True,
+    ) -> HeadEvaluation:
+        """Macro one-vs-rest AUROC and balanced accuracy (every epoch), macro F1; confusion matrix and
+        one-vs-rest ROC curves."""
+        rows = scored_rows(self.known(labels).numpy(), predictions)
+        prob = np.stack([np.asarray(predictions[c], float) for c in self.prediction_columns], axis=1)[rows]
+        target = labels.numpy()[rows].astype(int)
+        pred = prob.argmax(axis=1) if len(rows) else np.zeros(0, dtype=int)
+        k, name = len(self.classes), self.name
+        metrics = {
+            f"{name}_auroc": lambda c: wc.macro_auroc(c, prob, target),
+            f"{name}_balanced_accuracy": lambda c: wc.balanced_accuracy(c, pred, target, k),
         }
+        if not full:
+            return HeadEvaluation(rows, metrics)
+        metrics[f"{name}_f1_macro"] = lambda c: wc.f1_macro(c, pred, target, k)
+        classes = [str(c) for c in self.classes]
+        roc = {c: roc_points(prob[:, i], target == i) for i, c in enumerate(classes)}
+        matrix = confusion_matrix(target, pred, labels=list(range(k))).tolist()
+        artifacts = {
+            "kind": "grade",
+            "classes": classes,
+            "confusion_matrix": matrix,
+            "roc": {c: r for c, r in roc.items() if r is not None},
+            "n": len(rows),
+        }
+        figures = []
+        if len(rows) and artifacts["roc"]:
+            curves = {f"class {c} vs rest": curve for c, curve in artifacts["roc"].items()}
+            figures.append(
+                Figure(
+                    f"roc_{name}",
+                    f"{name}: one-vs-rest ROC\nmacro AUROC {{{name}_auroc}}, n={len(rows)}",
+                    "ROC curve(s) on the test patients with this label.",
+                    plot("roc_plot", curves),
+                )
+            )
+        if len(rows):
+            figures.append(
+                Figure(
+                    f"confusion_{name}",
+                    f"{name}: confusion matrix\n"
+                    f"balanced accuracy {{{name}_balanced_accuracy}}, n={len(rows)}",
+                    "Confusion matrix: rows are the true class, columns the predicted (arg-max) class.",
+                    plot("confusion_plot", matrix, classes),
+                )
+            )
+        table = pd.DataFrame(matrix, index=classes, columns=classes).rename_axis("true \\ predicted")
+        return HeadEvaluation(rows, metrics, artifacts, figures, tables={f"confusion_{name}": table})
 
 
 def _canonical(value: Any) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fusion.heads.base import Head
-from fusion.metrics import binary_auroc
+from fusion.heads.evaluation import EvaluationSettings, Figure, HeadEvaluation, plot, roc_points, scored_rows
+from fusion.metrics import weighted_classification as wc
+from fusion.metrics.calibration import reliability_curve
 
 
 class ResponseHead(Head):
@@ -24,14 +27,16 @@ class ResponseHead(Head):
         in_dim: int,
         name: str = "response",
         column: str = "response",
-        weight: float = 1.0,
+        loss_weight: float = 1.0,
         pos_weight: float | None = None,
+        weight: float | None = None,
     ):
-        super().__init__(name, in_dim, weight)
+        super().__init__(name, in_dim, loss_weight, weight=weight)
         self.columns = (column,)
         self.pos_weight = pos_weight
         self.layer = nn.Linear(in_dim, 1)
 
+    # ------------------------------------------------------------- labels
     def parse_cells(self, cells: dict[str, Any]) -> float:
         value = next(iter(cells.values()))
         try:
@@ -49,6 +54,7 @@ class ResponseHead(Head):
     def known(labels: torch.Tensor) -> torch.Tensor:
         return ~labels.isnan()
 
+    # ------------------------------------------------------------- model
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layer(z).squeeze(-1)
 
@@ -59,9 +65,57 @@ class ResponseHead(Head):
         pos_weight = None if self.pos_weight is None else out.new_tensor(self.pos_weight)
         return F.binary_cross_entropy_with_logits(out[known].float(), labels[known], pos_weight=pos_weight)
 
+    # ------------------------------------------------------------- predictions and evaluation
+    @property
+    def prediction_columns(self) -> list[str]:
+        return [f"{self.name}_prob"]
+
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         return {f"{self.name}_prob": out.float().sigmoid()}
 
-    def metrics(self, out: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        known = self.known(labels)
-        return {f"{self.name}_auroc": binary_auroc(out[known].float().sigmoid(), labels[known])}
+    def evaluate(
+        self,
+        predictions: dict[str, np.ndarray],
+        labels: torch.Tensor,
+        settings: EvaluationSettings,
+        reference: dict[str, Any] | None = None,
+        full: bool = True,
+    ) -> HeadEvaluation:
+        """AUROC (every epoch), AUPRC (average precision) and ECE; ROC and reliability curves."""
+        name = self.name
+        rows = scored_rows(self.known(labels).numpy(), predictions)
+        prob = np.asarray(predictions[f"{name}_prob"], float)[rows]
+        target = labels.numpy()[rows].astype(int)
+        metrics = {f"{name}_auroc": lambda c: wc.auroc(c, prob, target)}
+        if not full:
+            return HeadEvaluation(rows, metrics)
+        bins = settings.calibration_bins
+        metrics[f"{name}_auprc"] = lambda c: wc.average_precision(c, prob, target)
+        metrics[f"{name}_ece"] = lambda c: wc.expected_calibration_error(c, prob, target, bins)
+        artifacts = {
+            "kind": "response",
+            "roc": roc_points(prob, target),
+            "reliability": reliability_curve(prob, target, bins),
+            "prevalence": float(target.mean()) if len(rows) else None,
+            "n": len(rows),
+        }
+        figures = []
+        if len(rows) and artifacts["roc"]:
+            figures.append(
+                Figure(
+                    f"roc_{name}",
+                    f"{name}: ROC\nAUROC {{{name}_auroc}}, n={len(rows)}",
+                    "ROC curve(s) on the test patients with this label.",
+                    plot("roc_plot", {name: artifacts["roc"]}),
+                )
+            )
+        if len(rows):
+            figures.append(
+                Figure(
+                    f"calibration_{name}",
+                    f"{name}: calibration\nECE {{{name}_ece}}, n={len(rows)}",
+                    "Reliability curve: observed responder fraction vs mean predicted probability per bin.",
+                    plot("calibration_plot", artifacts["reliability"]),
+                )
+            )
+        return HeadEvaluation(rows, metrics, artifacts, figures)

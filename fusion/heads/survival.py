@@ -6,12 +6,15 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchsurv.loss.cox import neg_partial_log_likelihood
 
 from fusion.heads.base import Head
-from fusion.metrics import harrell_cindex
+from fusion.heads.evaluation import EvaluationSettings, HeadEvaluation, scored_rows
+from fusion.heads.survival_evaluation import evaluate_survival
+from fusion.heads.survival_reference import SurvivalReference
 
 # tied times are expected (follow-up is recorded in days or months); Efron's method handles them
 warnings.filterwarnings("ignore", message="Ties in `time` detected", category=UserWarning)
@@ -20,6 +23,10 @@ warnings.filterwarnings("ignore", message="Ties in `time` detected", category=Us
 class SurvivalHead(Head):
     """Args:
     time_column / event_column: follow-up time (> 0) and event indicator (1 = event, 0 = censored).
+
+    Its prediction column is ``risk`` (log hazard, higher = worse) for the head named ``survival`` (the
+    documented contract) and ``<name>_risk`` for any other, so a model may predict overall and
+    progression-free survival side by side (``survival`` and ``pfs``).
     """
 
     def __init__(
@@ -28,12 +35,14 @@ class SurvivalHead(Head):
         name: str = "survival",
         time_column: str = "survival_time",
         event_column: str = "survival_event",
-        weight: float = 1.0,
+        loss_weight: float = 1.0,
+        weight: float | None = None,
     ):
-        super().__init__(name, in_dim, weight)
+        super().__init__(name, in_dim, loss_weight, weight=weight)
         self.columns = (time_column, event_column)
         self.layer = nn.Linear(in_dim, 1)
 
+    # ------------------------------------------------------------- labels
     def parse_cells(self, cells: dict[str, Any]) -> tuple[float, float]:
         time_col, event_col = self.columns
         time, event = cells[time_col], cells[event_col]
@@ -51,12 +60,22 @@ class SurvivalHead(Head):
         return time, event
 
     def label_tensor(self, labels: list[Any]) -> torch.Tensor:
-        return torch.tensor([(math.nan, math.nan) if v is None else v for v in labels], dtype=torch.float)
+        return torch.tensor(
+            [(math.nan, math.nan) if v is None else v for v in labels], dtype=torch.float
+        ).reshape(-1, 2)
 
     @staticmethod
     def known(labels: torch.Tensor) -> torch.Tensor:
         return ~labels[:, 0].isnan()
 
+    def label_columns(self, label: Any) -> dict[str, Any]:
+        time, event = (None, None) if label is None else label
+        return {f"{self.name}_time": time, f"{self.name}_event": event}
+
+    def stratum(self, label: Any) -> str:
+        return "" if label is None else str(int(label[1]))
+
+    # ------------------------------------------------------------- model
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layer(z).squeeze(-1)
 
@@ -68,16 +87,44 @@ class SurvivalHead(Head):
             return None
         return neg_partial_log_likelihood(out[known].float(), event, labels[known, 0], reduction="mean")
 
+    # ------------------------------------------------------------- predictions and evaluation
+    @property
+    def risk_column(self) -> str:
+        return "risk" if self.name == "survival" else f"{self.name}_risk"
+
+    @property
+    def prediction_columns(self) -> list[str]:
+        return [self.risk_column]
+
     @property
     def primary_metric(self) -> str:
         return f"{self.name}_cindex"
 
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"risk": out.float()}
+        return {self.risk_column: out.float()}
 
-    def metrics(self, out: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        known = self.known(labels)
-        return {f"{self.name}_cindex": harrell_cindex(out[known], labels[known, 0], labels[known, 1])}
+    def evaluate(
+        self,
+        predictions: dict[str, np.ndarray],
+        labels: torch.Tensor,
+        settings: EvaluationSettings,
+        reference: dict[str, Any] | None = None,
+        full: bool = True,
+    ) -> HeadEvaluation:
+        rows, risk, time, event = self._scored(predictions, labels)
+        fitted = None if reference is None else SurvivalReference.from_dict(reference)
+        return evaluate_survival(self.name, rows, risk, time, event, settings, fitted, full)
 
-    def stratum(self, label: Any) -> str:
-        return "" if label is None else str(int(label[1]))
+    def fit_reference(self, predictions: dict[str, np.ndarray], labels: torch.Tensor) -> dict[str, Any]:
+        """Breslow baseline, censoring distribution and quantiles of the training split's predictions."""
+        _, risk, time, event = self._scored(predictions, labels)
+        return SurvivalReference.fit(risk, time, event).to_dict()
+
+    def _scored(
+        self, predictions: dict[str, np.ndarray], labels: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, risk, time, event) of the patients with a label and a finite risk."""
+        rows = scored_rows(self.known(labels).numpy(), predictions)
+        pairs = labels.numpy()[rows].astype(float).reshape(-1, 2)
+        risk = np.asarray(predictions[self.risk_column], float)[rows]
+        return rows, risk, pairs[:, 0], pairs[:, 1].astype(bool)

@@ -1,43 +1,49 @@
-"""Classification metrics on whole-epoch predictions (torchmetrics), NaN when undefined."""
+"""Classification metrics of one whole set of predictions (an epoch's validation split, an oracle).
+
+These are the point estimates of the count-weighted metrics in `weighted_classification` (every
+patient counted once), so a metric has one implementation whether it is logged per epoch, reported
+at test time or bootstrapped for its CI. NaN when undefined (one class only, no patient).
+Accepts numpy arrays or torch tensors.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import torch
-from torchmetrics.functional.classification import binary_auroc as _binary_auroc
-from torchmetrics.functional.classification import multiclass_auroc
+import numpy as np
+
+from fusion.metrics import weighted_classification as wc
+from fusion.metrics.bootstrap import point
 
 
-def binary_auroc(prob: torch.Tensor, target: torch.Tensor) -> float:
-    """AUROC of probabilities against 0/1 targets; NaN when only one class is present."""
-    target = target.long()
-    if target.numel() == 0 or target.unique().numel() < 2:
+def as_array(values: Any) -> np.ndarray:
+    """A numpy array of a tensor (detached, on the CPU) or any array-like."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def binary_auroc(prob: Any, target: Any) -> float:
+    """AUROC of scores against 0/1 targets (ties count 1/2); NaN when only one class is present."""
+    prob, target = as_array(prob).astype(float), as_array(target).astype(int)
+    if len(prob) == 0:
         return math.nan
-    return float(_binary_auroc(prob.float(), target))
+    return point(lambda c: wc.auroc(c, prob, target), len(prob))
 
 
-def _present_classes(target: torch.Tensor) -> torch.Tensor:
-    return target.unique()
-
-
-def macro_auroc(prob: torch.Tensor, target: torch.Tensor) -> float:
+def macro_auroc(prob: Any, target: Any) -> float:
     """Macro one-vs-rest AUROC over the classes present in `target` (NaN if fewer than two)."""
-    target = target.long()
-    classes = _present_classes(target)
-    if classes.numel() < 2:
+    prob, target = as_array(prob).astype(float), as_array(target).astype(int)
+    if len(prob) == 0:
         return math.nan
-    if classes.numel() == prob.shape[1]:
-        return float(multiclass_auroc(prob.float(), target, num_classes=prob.shape[1], average="macro"))
-    # a class absent from this split has no defined one-vs-rest AUROC: average over the others
-    return float(sum(binary_auroc(prob[:, k], (target == k).long()) for k in classes.tolist()) / len(classes))
+    return point(lambda c: wc.macro_auroc(c, prob, target), len(prob))
 
 
-def balanced_accuracy(prob: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean per-class recall over the classes present in `target` (scikit-learn's definition)."""
-    target = target.long()
-    if target.numel() == 0:
+def balanced_accuracy(prob: Any, target: Any) -> float:
+    """Mean per-class recall of the arg-max class over the classes present in `target` (scikit-learn's)."""
+    prob, target = as_array(prob).astype(float), as_array(target).astype(int)
+    if len(prob) == 0:
         return math.nan
-    pred = prob.argmax(dim=1)
-    recalls = [float((pred[target == k] == k).float().mean()) for k in _present_classes(target).tolist()]
-    return sum(recalls) / len(recalls)
+    pred = prob.argmax(axis=1)
+    return point(lambda c: wc.balanced_accuracy(c, pred, target, prob.shape[1]), len(prob))

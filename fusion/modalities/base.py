@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from fusion.errors import ConfigError
+
 if TYPE_CHECKING:
     from fusion.data.cohort import Cohort
 
@@ -54,6 +56,12 @@ class Modality(ABC):
 
     #: True when `fit` learns something; the data module then loads training items to fit on.
     needs_fit: bool = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Modality:
+        # the constructor arguments, so that `init_config` can rebuild this instance in another process
+        instance = super().__new__(cls)
+        instance._init_arguments = (args, kwargs)
+        return instance
 
     def __init__(self, name: str, column: str | None = None, on_error: str = "raise"):
         if on_error not in ON_ERROR_POLICIES:
@@ -119,6 +127,51 @@ class Modality(ABC):
                 if value is not _NOT_PLAIN:
                     settings[param.name] = value
         return json.dumps(settings, sort_keys=True)
+
+    def init_config(self) -> dict[str, Any]:
+        """The config that rebuilds this modality: ``_target_`` (the class's import path) and the
+        constructor arguments the instance was built with, as plain values.
+
+        `fusion.train(cfg, modalities=[instance])` records it in the checkpoint's config in place of the
+        YAML, so `fusion-predict`, `fusion-robustness` and the Python API rebuild exactly this modality
+        (then restore its fitted state). A class the new process could not import (defined in a script's
+        ``__main__`` or inside a function) or an argument that is not a plain value (a function, a tensor,
+        an open file) cannot be recorded: a ConfigError names it.
+        """
+        cls = type(self)
+        target = f"{cls.__module__}.{cls.__qualname__}"
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            where = "a script (__main__)" if cls.__module__ == "__main__" else "a function"
+            raise ConfigError(
+                f"modality '{self.name}': class {cls.__qualname__} is defined in {where}, so a later "
+                "process (fusion-predict) could not import it; define it in an importable module"
+            )
+        args, kwargs = getattr(self, "_init_arguments", ((), {}))
+        signature = inspect.signature(cls.__init__)
+        bound = signature.bind(self, *args, **kwargs)
+        given = set(bound.arguments)
+        bound.apply_defaults()  # defaults too: the checkpoint then says every setting it was trained with
+        config: dict[str, Any] = {"_target_": target}
+        for key, value in list(bound.arguments.items())[1:]:  # after self
+            kind = signature.parameters[key].kind
+            if kind == inspect.Parameter.VAR_POSITIONAL:
+                if value:
+                    raise ConfigError(
+                        f"modality '{self.name}': positional *{key} arguments cannot be recorded by name; "
+                        "pass keyword arguments"
+                    )
+                continue
+            for name, item in value.items() if kind == inspect.Parameter.VAR_KEYWORD else [(key, value)]:
+                plain = _plain_setting(item)
+                if plain is not _NOT_PLAIN:
+                    config[name] = plain
+                elif key in given:  # a default that is not plain is rebuilt by the class itself
+                    raise ConfigError(
+                        f"modality '{self.name}': constructor argument '{name}' ({type(item).__name__}) "
+                        "cannot be recorded in the checkpoint; pass plain values (numbers, strings, paths, "
+                        "lists, dicts) so fusion-predict can rebuild the modality"
+                    )
+        return config
 
     # ----------------------------------------------------------------- model side
     @abstractmethod

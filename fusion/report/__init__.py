@@ -6,8 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from fusion.evaluation.core import Evaluation
 from fusion.report.figures import make_figures
 from fusion.report.markdown import metric_rows, write_markdown
@@ -28,8 +26,8 @@ def write_report(
     level: float = 0.95,
     stage: str = "test",
 ) -> Report:
-    """Figures, `report.md`, `evaluation.json` (metrics, CIs, curves) and one confusion-matrix CSV
-    per classification head, in `folder`."""
+    """Figures, `report.md`, `evaluation.json` (metrics, CIs, curves) and the heads' tables as CSV
+    (e.g. `confusion_grade.csv`), in `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figures = make_figures(evaluation, missingness, folder, stage)
@@ -40,10 +38,9 @@ def write_report(
         "missingness": missingness,
     }
     (folder / "evaluation.json").write_text(json.dumps(data, indent=1))
-    for name, art in evaluation.heads.items():
-        if "confusion_matrix" in art:
-            cm = pd.DataFrame(art["confusion_matrix"], index=art["classes"], columns=art["classes"])
-            cm.rename_axis("true \\ predicted").to_csv(folder / f"confusion_{name}.csv")
+    for tables in evaluation.tables.values():
+        for stem, table in tables.items():
+            table.to_csv(folder / f"{stem}.csv")
     markdown = write_markdown(folder / "report.md", evaluation, figures, n_bootstrap, level)
     return Report(folder, figures, markdown)
 

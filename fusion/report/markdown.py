@@ -6,14 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion.evaluation.core import Evaluation
-
-CAPTIONS = {
-    "roc": "ROC curve(s) on the test patients with this label.",
-    "confusion": "Confusion matrix: rows are the true class, columns the predicted (arg-max) class.",
-    "calibration": "Reliability curve: observed responder fraction vs mean predicted probability per bin.",
-    "km": "Kaplan–Meier curves of the predicted risk groups (shaded: 95% CI; ticks: censored patients).",
-    "missingness": "Fraction of each split's patients that have each modality.",
-}
+from fusion.report.figures import MISSINGNESS_CAPTION
 
 
 def metric_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -57,38 +50,19 @@ def write_markdown(
     lines.append("")
     for name, art in evaluation.heads.items():
         lines += [f"## {name}", "", f"Patients with a label: {art.get('n', 0)}."]
-        lines += _survival_notes(art) if art["kind"] == "survival" else []
+        lines += evaluation.notes.get(name, [])
         lines.append("")
-        for fig, path_ in figures.items():
-            if fig.endswith(f"_{name}"):
-                lines += [f"![{fig}]({path_.name})", "", CAPTIONS[fig.split("_")[0]], ""]
+        for figure in evaluation.figures.get(name, []):
+            if figure.name in figures:
+                lines += [f"![{figure.name}]({figures[figure.name].name})", "", figure.caption, ""]
     if "missingness" in figures:
         lines += [
             "## Missing modalities",
             "",
             f"![missingness]({figures['missingness'].name})",
             "",
-            CAPTIONS["missingness"],
+            MISSINGNESS_CAPTION,
             "",
         ]
     path.write_text("\n".join(lines))
     return path
-
-
-def _survival_notes(art: dict[str, Any]) -> list[str]:
-    notes = [f"Events: {art.get('n_events', 0)}."]
-    if art.get("note"):
-        notes.append(art["note"] + ".")
-    if art.get("horizons"):
-        horizons = ", ".join(f"{k} = {v:.4g}" for k, v in art["horizons"].items())
-        notes.append(f"Horizons (cohort time unit): {horizons}; Uno's C is truncated at the last one.")
-    if art.get("ibs_range"):
-        notes.append(f"Integrated Brier score over [{art['ibs_range'][0]:.4g}, {art['ibs_range'][1]:.4g}].")
-    groups = art.get("risk_groups")
-    if groups:
-        p = groups["logrank_p"]
-        notes.append(
-            f"Risk groups cut at {', '.join(f'{c:.3g}' for c in groups['cutoffs'])} "
-            f"({groups['cutoff_source']} risk quantiles); log-rank p = {'n/a' if p is None else f'{p:.3g}'}."
-        )
-    return [" ".join(notes)]

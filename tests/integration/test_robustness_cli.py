@@ -16,7 +16,7 @@ from tests.integration.conftest import run_module, tiny_overrides
 def test_robustness_scores_every_condition_and_matches_training_with_all_inputs(tiny_cohort, tmp_path):
     cfg = fusion.compose([f"data.manifest={tiny_cohort}", *tiny_overrides("modality=[genomics,ehr]")])
     run = tmp_path / "run"
-    metrics = run_training(cfg, run)
+    metrics = run_training(cfg, run).metrics
     ckpt = json.loads((run / "metrics.json").read_text())["info"]["best_checkpoint"]
     out = tmp_path / "robustness"
     result = run_module(

@@ -102,7 +102,7 @@ def test_resume_from_last_checkpoint(trained, tiny_cohort, tmp_path):
             f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
         ]
     )
-    metrics = run_training(cfg, tmp_path / "resumed")
+    metrics = run_training(cfg, tmp_path / "resumed").metrics
     info = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["info"]
     assert info["epochs"] == 3 and "test/survival_cindex" in metrics
 
@@ -110,7 +110,7 @@ def test_resume_from_last_checkpoint(trained, tiny_cohort, tmp_path):
 @pytest.mark.parametrize("selection", [["modality=[genomics,ehr]"], ["head=[survival]"]])
 def test_modality_and_head_selection_without_code_changes(tiny_cohort, tmp_path, selection):
     cfg = compose([f"data.manifest={tiny_cohort}", *tiny_overrides(*selection)])
-    metrics = run_training(cfg, tmp_path / "run")
+    metrics = run_training(cfg, tmp_path / "run").metrics
     predictions = pd.read_csv(tmp_path / "run" / "predictions_test.csv")
     if selection == ["head=[survival]"]:
         assert "test/survival_cindex" in metrics
@@ -129,7 +129,7 @@ def test_bf16_mixed_precision_trains_every_encoder(tiny_cohort, tmp_path):
     Lightning autocasts to bf16 too, so dtype mismatches show up here and not first on a GPU node."""
     bf16 = tiny_overrides("trainer.precision=bf16-mixed", "trainer.max_epochs=1")
     cfg = compose([f"data.manifest={tiny_cohort}", *bf16])
-    metrics = run_training(cfg, tmp_path / "run")
+    metrics = run_training(cfg, tmp_path / "run").metrics
     assert {"test/grade_auroc", "test/survival_cindex", "test/response_auroc"} <= set(metrics)
     predictions = pd.read_csv(tmp_path / "run" / "predictions_test.csv")
     assert predictions.drop(columns="patient_id").notna().all().all()

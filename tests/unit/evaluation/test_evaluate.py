@@ -11,13 +11,13 @@ from sklearn.metrics import f1_score, roc_auc_score
 from sksurv.metrics import concordance_index_ipcw
 from sksurv.util import Surv
 
+from fusion.checkpoint import store_references, stored_references
 from fusion.errors import ConfigError
 from fusion.evaluation import EvaluationSettings, SurvivalReference, evaluate, fit_references
-from fusion.evaluation.reference import from_checkpoint, store_in_checkpoint
-from fusion.evaluation.survival import horizons
 from fusion.heads.grade import GradeHead
 from fusion.heads.response import ResponseHead
 from fusion.heads.survival import SurvivalHead
+from fusion.heads.survival_evaluation import horizons
 
 HEADS = {
     "grade": GradeHead(4, classes=["G1", "G2", "G3"]),
@@ -123,7 +123,9 @@ def test_risk_groups_use_training_median_and_lifelines_logrank(evaluated):
     result, frame, labels, references = evaluated
     groups = result.heads["survival"]["risk_groups"]
     assert groups["cutoff_source"] == "train"
-    assert groups["cutoffs"] == pytest.approx(references["survival"].risk_cutoffs[2])
+    assert groups["cutoffs"] == pytest.approx(
+        SurvivalReference.from_dict(references["survival"]).risk_cutoffs[2]
+    )
     time, event, group = (np.array(groups[k]) for k in ("time", "event", "group"))
     expected = logrank_test(time[group == 0], time[group == 1], event[group == 0], event[group == 1]).p_value
     assert groups["logrank_p"] == pytest.approx(expected)
@@ -159,8 +161,8 @@ def test_reference_round_trips_through_a_checkpoint(tmp_path):
     reference = SurvivalReference.fit(rng.normal(size=50), rng.exponential(5, 50) + 0.1, rng.random(50) < 0.7)
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": {}, "fusion": {"config": {}}}, path)
-    store_in_checkpoint(path, {"survival": reference})
-    loaded = from_checkpoint(torch.load(path, weights_only=True))["survival"]
+    store_references(path, {"survival": reference.to_dict()})
+    loaded = SurvivalReference.from_dict(stored_references(torch.load(path, weights_only=True))["survival"])
     grid = np.linspace(0.1, 10, 30)
     risk = rng.normal(size=7)
     assert loaded.baseline.survival(risk, grid) == pytest.approx(reference.baseline.survival(risk, grid))

@@ -254,7 +254,7 @@ def test_train_and_predict_with_three_genomic_modalities(tmp_path):
         "modality.rna.orientation=genes_by_patients", "modality.rna.top_k_variance=8",
         "modality.mutations.sample_to_patient='^(.*)-01A'", f"data.manifest={root / 'manifest.csv'}",
     ]  # fmt: skip
-    metrics = fusion.train(overrides, output_dir=tmp_path / "run")
+    metrics = fusion.train(overrides, output_dir=tmp_path / "run").metrics
     assert "test/survival_cindex" in metrics
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, weights_only=False)["fusion"]["modality_state"]

@@ -1,4 +1,5 @@
-"""Turn `predict_step` outputs into the predictions*.csv table of DESIGN §4."""
+"""The predictions table (predictions*.csv): `predict_step` outputs as one row per patient with every
+head's columns."""
 
 from __future__ import annotations
 

@@ -1,21 +1,17 @@
-"""Test-time evaluation of the survival head: Harrell's C always; with the training reference also
-Uno's C, cumulative/dynamic AUC and Brier score at each horizon, and the integrated Brier score.
-Kaplan–Meier curves of predicted risk groups with a log-rank test go to the report."""
+"""Test-time evaluation of a survival head: Harrell's C always (and every epoch); with the training
+reference also Uno's C, cumulative/dynamic AUC and Brier score at each horizon, and the integrated
+Brier score. Kaplan–Meier curves of predicted risk groups with a log-rank test go to the report."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from fusion.evaluation.base import HeadEvaluation, labelled_rows
-from fusion.evaluation.reference import SurvivalReference
-from fusion.evaluation.settings import EvaluationSettings
+from fusion.heads.evaluation import EvaluationSettings, Figure, HeadEvaluation, plot
+from fusion.heads.survival_reference import SurvivalReference
 from fusion.metrics import weighted_survival as ws
 
-log = logging.getLogger(__name__)
 GROUP_NAMES = {2: ["low risk", "high risk"], 3: ["low risk", "intermediate risk", "high risk"]}
 
 
@@ -36,16 +32,18 @@ def horizons(
 
 def evaluate_survival(
     name: str,
-    frame: pd.DataFrame,
-    labels: dict[str, Any],
+    rows: np.ndarray,
+    risk: np.ndarray,
+    time: np.ndarray,
+    event: np.ndarray,
     settings: EvaluationSettings,
     reference: SurvivalReference | None,
+    full: bool = True,
 ) -> HeadEvaluation:
-    rows = labelled_rows(frame, labels, ["risk"])
-    risk = frame["risk"].to_numpy(float)[rows]
-    pairs = np.array([labels[str(p)] for p in frame["patient_id"].iloc[rows]], dtype=float).reshape(-1, 2)
-    time, event = pairs[:, 0], pairs[:, 1].astype(bool)
+    """`risk`, `time`, `event`: the scored rows' values (see `SurvivalHead.evaluate`)."""
     metrics = {f"{name}_cindex": lambda c: ws.harrell_cindex(c, risk, time, event)}
+    if not full:
+        return HeadEvaluation(rows, metrics)
     artifacts: dict[str, Any] = {"kind": "survival", "n": len(rows), "n_events": int(event.sum())}
     if reference is None:
         artifacts["note"] = (
@@ -53,8 +51,25 @@ def evaluate_survival(
         )
     elif len(rows):
         metrics.update(_ipcw_metrics(name, risk, time, event, settings, reference, artifacts))
-    artifacts["risk_groups"] = _risk_groups(risk, time, event, settings, reference)
-    return HeadEvaluation(rows, metrics, artifacts)
+    groups = _risk_groups(risk, time, event, settings, reference)
+    artifacts["risk_groups"] = groups
+    figures = []
+    if groups:
+        p = groups["logrank_p"]
+        title = (
+            f"{name}: KM by predicted risk ({groups['cutoff_source']} cut-offs)\n"
+            f"log-rank p={'n/a' if p is None else f'{p:.3g}'}, C-index {{{name}_cindex}}, n={len(rows)}"
+        )
+        figures.append(
+            Figure(
+                f"km_{name}",
+                title,
+                "Kaplan–Meier curves of the predicted risk groups "
+                "(shaded: 95% CI; ticks: censored patients).",
+                plot("km_plot", groups),
+            )
+        )
+    return HeadEvaluation(rows, metrics, artifacts, figures, notes=[_notes(artifacts)])
 
 
 def _ipcw_metrics(name, risk, time, event, settings, reference, artifacts) -> dict:
@@ -108,3 +123,23 @@ def _risk_groups(risk, time, event, settings, reference) -> dict[str, Any] | Non
         "event": event.astype(int).tolist(),
         "logrank_p": p_value,
     }
+
+
+def _notes(art: dict[str, Any]) -> str:
+    """The report's sentences about this head: events, the reference, horizons, risk groups."""
+    notes = [f"Events: {art.get('n_events', 0)}."]
+    if art.get("note"):
+        notes.append(art["note"] + ".")
+    if art.get("horizons"):
+        horizons = ", ".join(f"{k} = {v:.4g}" for k, v in art["horizons"].items())
+        notes.append(f"Horizons (cohort time unit): {horizons}; Uno's C is truncated at the last one.")
+    if art.get("ibs_range"):
+        notes.append(f"Integrated Brier score over [{art['ibs_range'][0]:.4g}, {art['ibs_range'][1]:.4g}].")
+    groups = art.get("risk_groups")
+    if groups:
+        p = groups["logrank_p"]
+        notes.append(
+            f"Risk groups cut at {', '.join(f'{c:.3g}' for c in groups['cutoffs'])} "
+            f"({groups['cutoff_source']} risk quantiles); log-rank p = {'n/a' if p is None else f'{p:.3g}'}."
+        )
+    return " ".join(notes)

@@ -1,5 +1,8 @@
-"""Glue for `fusion-train` and `fusion-predict`: evaluate a prediction table, write the report,
-send it to W&B. Kept here so training.py and prediction.py stay short."""
+"""Score a run's predictions: metrics with CIs, `metrics.json`, the report folder and its W&B copy.
+
+Shared by `fusion-train` (its test split) and `fusion-predict` (a labelled manifest), so both write
+the same files the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,31 +14,31 @@ from typing import Any
 import lightning as L
 import pandas as pd
 
+from fusion.checkpoint import store_references
 from fusion.data.records import PatientRecord
-from fusion.evaluation.core import Evaluation, evaluate, fit_references, labels_by_head, missingness
-from fusion.evaluation.reference import SurvivalReference, store_in_checkpoint
-from fusion.evaluation.settings import EvaluationSettings
+from fusion.evaluation import (
+    Evaluation,
+    EvaluationSettings,
+    evaluate,
+    fit_references,
+    labels_by_head,
+    missingness,
+)
 from fusion.heads.base import Head
-from fusion.heads.grade import GradeHead
-from fusion.heads.survival import SurvivalHead
-from fusion.predictions import predict_frame
+from fusion.prediction_table import predict_frame
+from fusion.report import metric_rows, write_report
+from fusion.report.wandb import log_report
 
 log = logging.getLogger(__name__)
 
 
 def labels_frame(records: list[PatientRecord], heads: dict[str, Head]) -> pd.DataFrame:
-    """patient_id and each head's label in readable form (grade class, survival time/event, response)."""
+    """patient_id and each head's label in readable form (`Head.label_columns`)."""
     rows = []
     for record in records:
         row: dict[str, Any] = {"patient_id": record.patient_id}
         for name, head in heads.items():
-            label = record.labels.get(name)
-            if isinstance(head, SurvivalHead):
-                row[f"{name}_time"], row[f"{name}_event"] = (None, None) if label is None else label
-            elif isinstance(head, GradeHead):
-                row[f"{name}_label"] = None if label is None else head.classes[label]
-            else:
-                row[f"{name}_label"] = label
+            row.update(head.label_columns(record.labels.get(name)))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -46,15 +49,12 @@ def evaluate_and_report(
     stage_split: str,
     heads: dict[str, Head],
     settings: EvaluationSettings,
-    references: dict[str, SurvivalReference],
+    references: dict[str, dict[str, Any]],
     output_dir: Path,
     loggers: list[Any] = (),
 ) -> Evaluation:
     """Metrics + CIs of `frame` against the labels of `records[stage_split]`; the report folder
     (unless settings.report is off) and W&B figures/tables when a WandbLogger is present."""
-    from fusion.report import metric_rows, write_report
-    from fusion.report.wandb import log_report
-
     evaluation = evaluate(frame, labels_by_head(records[stage_split], heads), heads, settings, references)
     if settings.report:
         report = write_report(
@@ -76,16 +76,16 @@ def evaluate_training_run(
     ckpt: str | None,
     output_dir: Path,
 ) -> Evaluation | None:
-    """Fit the survival references on the training split's predictions (the evaluated checkpoint,
-    no shuffling, no augmentation), store them in that checkpoint, then evaluate the test split.
+    """Fit the heads' references on the training split's predictions (the evaluated checkpoint, no
+    shuffling, no augmentation), store them in that checkpoint, then evaluate the test split.
     Every rank must call it under DDP (predicting is collective); None on ranks other than 0."""
-    references: dict[str, SurvivalReference] = {}
+    references: dict[str, dict[str, Any]] = {}
     train = datamodule.records.get("train")
-    if train and any(isinstance(h, SurvivalHead) for h in heads.values()):
+    if train and any(type(h).fit_reference is not Head.fit_reference for h in heads.values()):
         train_frame = predict_frame(trainer, lit, datamodule.loader("train"), ckpt)
         references = fit_references(train_frame, labels_by_head(train, heads), heads)
         if ckpt and references and trainer.is_global_zero:
-            store_in_checkpoint(ckpt, references)
+            store_references(ckpt, references)
     if not trainer.is_global_zero:  # one report per run: rank 0 writes it (every rank holds all rows)
         return None
     return evaluate_and_report(

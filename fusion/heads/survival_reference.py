@@ -4,22 +4,19 @@
 - Kaplan–Meier of the censoring distribution -> IPCW weights of Uno's C, td-AUC and Brier;
 - quantiles of training event times -> default horizons; quantiles of training risk -> risk groups.
 
-It holds step functions and quantiles only (no patient rows), and travels inside the evaluated
-checkpoint (`checkpoint["fusion"]["evaluation_reference"]`) so `fusion-predict` on a labelled
-external cohort scores it against the training split, as training did.
+It holds step functions and quantiles only (no patient rows). `SurvivalHead.fit_reference` fits it,
+and it travels as plain values inside the evaluated checkpoint
+(`checkpoint["fusion"]["evaluation_reference"]`), so `fusion-predict` on a labelled external cohort
+scores it against the training split, as training did.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from fusion.metrics.survival_curves import Breslow, StepFunction, kaplan_meier
-
-CHECKPOINT_KEY = "evaluation_reference"
 
 
 @dataclass
@@ -58,15 +55,3 @@ class SurvivalReference:
             dict(data["event_quantiles"]),
             {int(k): list(v) for k, v in data["risk_cutoffs"].items()},
         )
-
-
-def store_in_checkpoint(path: str | Path, references: dict[str, SurvivalReference]) -> None:
-    """Add the references (head name -> reference) to a saved checkpoint, in plain types."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint.setdefault("fusion", {})[CHECKPOINT_KEY] = {k: v.to_dict() for k, v in references.items()}
-    torch.save(checkpoint, path)
-
-
-def from_checkpoint(checkpoint: dict) -> dict[str, SurvivalReference]:
-    stored = checkpoint.get("fusion", {}).get(CHECKPOINT_KEY) or {}
-    return {k: SurvivalReference.from_dict(v) for k, v in stored.items()}

@@ -1,4 +1,4 @@
-"""The report's figures as PNG files (matplotlib, Agg backend): ROC, calibration, confusion matrix,
+"""Report figures as PNG files (matplotlib, Agg backend): ROC, calibration, confusion matrix,
 Kaplan–Meier of predicted risk groups, per-modality missingness. Each is titled with its metric and n."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ STYLE = {
 }
 
 
-def _fmt(value: float | None, ci: list[float] | None = None) -> str:
+def fmt(value: float | None, ci: list[float] | None = None) -> str:
     if value is None:
         return "n/a"
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")

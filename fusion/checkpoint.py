@@ -1,0 +1,60 @@
+"""A fusion checkpoint and the trained pipeline it rebuilds, with nothing else needed.
+
+Beside Lightning's weights, a checkpoint holds under ``"fusion"``: the resolved training config (a user
+modality passed as an instance is recorded there by its class and constructor arguments), every
+modality's fitted state (normalisers, vocabularies) and, in the evaluated checkpoint, each head's
+training-split reference (`Head.fit_reference`, under ``"evaluation_reference"``). All of it is plain
+values, so checkpoints load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fusion.errors import ConfigError
+from fusion.heads.base import Head
+from fusion.lit import LitFusion
+from fusion.modalities.base import Modality
+from fusion.pipeline import build_heads, build_modalities, build_model
+
+REFERENCE_KEY = "evaluation_reference"
+
+
+def load_checkpoint(ckpt_path: str | Path) -> dict:
+    path = Path(ckpt_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "fusion" not in checkpoint:
+        raise ConfigError(
+            f"{path} is not a fusion checkpoint (no 'fusion' entry with config and modality state)"
+        )
+    return checkpoint
+
+
+def load_model(checkpoint: dict) -> tuple[DictConfig, dict[str, Modality], dict[str, Head], LitFusion]:
+    """The trained pipeline from a loaded checkpoint: config, fitted modalities, heads, weights."""
+    cfg = OmegaConf.create(checkpoint["fusion"]["config"])
+    modalities = build_modalities(cfg)
+    for name, modality in modalities.items():
+        modality.load_state_dict(checkpoint["fusion"]["modality_state"].get(name, {}))
+    heads = build_heads(cfg)
+    lit = LitFusion(build_model(cfg, modalities, heads))
+    lit.load_state_dict(checkpoint["state_dict"])
+    return cfg, modalities, heads, lit
+
+
+def store_references(path: str | Path, references: dict[str, dict[str, Any]]) -> None:
+    """Add the heads' training-split references (head name -> plain values) to a saved checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint.setdefault("fusion", {})[REFERENCE_KEY] = references
+    torch.save(checkpoint, path)
+
+
+def stored_references(checkpoint: dict) -> dict[str, dict[str, Any]]:
+    """head name -> reference, as `store_references` wrote them (empty for checkpoints without)."""
+    return dict(checkpoint.get("fusion", {}).get(REFERENCE_KEY) or {})
