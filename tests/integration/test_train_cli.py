@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lifelines.utils import concordance_index
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from fusion import compose
 from fusion.training import run_training
@@ -30,13 +33,44 @@ def trained(tiny_cohort, tmp_path_factory):
     return run_dir
 
 
+def _reference_test_metrics(predictions: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
+    """The DESIGN test metrics recomputed from predictions_test.csv and the manifest's labels with
+    scikit-learn and lifelines, not with the package's own metric code."""
+    table = predictions.merge(manifest, on="patient_id", how="left", validate="one_to_one")
+    probs = table[["grade_prob_0", "grade_prob_1", "grade_prob_2"]].to_numpy()
+    grade = table["grade"].map({1: 0, 2: 1, 3: 2})
+    known = grade.notna().to_numpy()
+    y = grade[known].astype(int).to_numpy()
+    survival = table.dropna(subset=["survival_time", "survival_event"])
+    response = table.dropna(subset=["response"])
+    return {
+        "test/grade_auroc": float(np.mean([roc_auc_score(y == k, probs[known, k]) for k in range(3)])),
+        "test/grade_balanced_accuracy": balanced_accuracy_score(y, probs[known].argmax(axis=1)),
+        "test/survival_cindex": concordance_index(
+            survival["survival_time"], -survival["risk"], survival["survival_event"]
+        ),
+        "test/response_auroc": roc_auc_score(response["response"].astype(int), response["response_prob"]),
+    }
+
+
 def test_train_writes_metrics_predictions_and_checkpoints(trained, tiny_cohort):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics) >= EXPECTED_KEYS
-    for key in EXPECTED_KEYS:
-        assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0
-    assert {"oracle/grade_auroc", "oracle/survival_cindex", "oracle/response_auroc"} <= set(metrics)
+    # The seeded 26/6/8 split of the 40-patient cohort puts all three grades, both response classes and
+    # comparable survival pairs in val and in test: every DESIGN metric is defined, none may be None.
+    for key in sorted(EXPECTED_KEYS):
+        value = metrics[key]
+        assert isinstance(value, float) and 0.0 <= value <= 1.0, (key, value)
     predictions = pd.read_csv(trained / "predictions_test.csv")
+    reference = _reference_test_metrics(predictions, pd.read_csv(tiny_cohort))
+    assert set(reference) == {k for k in EXPECTED_KEYS if k.startswith("test/")}
+    for key, expected in reference.items():
+        # the logged value (float32, Lightning) is the metric of the written predictions
+        assert metrics[key] == pytest.approx(expected, abs=1e-5), key
+        low, high = metrics["ci95"][key]  # the bootstrap interval brackets its point estimate
+        assert 0.0 <= low <= metrics[key] + 1e-6 and metrics[key] - 1e-6 <= high <= 1.0, (key, low, high)
+        assert low < high, key  # 8 patients: resampling them moves every metric
+    assert {"oracle/grade_auroc", "oracle/survival_cindex", "oracle/response_auroc"} <= set(metrics)
     assert list(predictions.columns) == [
         "patient_id",
         "grade_prob_0",
