@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from fusion.cross_validation import summarise
 from tests.integration.conftest import run_module, tiny_overrides
@@ -23,9 +25,25 @@ def test_cv_runs_every_fold_and_tests_each_patient_once(tiny_cohort, tmp_path):
     summary = json.loads((tmp_path / "cv_metrics.json").read_text())
     assert [f["fold"] for f in summary["folds"]] == [0, 1, 2]
     assert {"test/survival_cindex", "test/grade_auroc"} <= set(summary["mean"])
-    lo, hi = summary["ci95"]["test/survival_cindex"]
     assert "Nadeau-Bengio" in summary["ci_method"]  # the folds' training sets overlap
-    assert lo <= summary["mean"]["test/survival_cindex"] <= hi
+    # n_test / n_train per fold from each fold's own metrics.json (training patients = train + val)
+    sizes = [
+        json.loads((tmp_path / f"repeat0_fold{k}" / "metrics.json").read_text())["info"]["n_patients"]
+        for k in range(3)
+    ]
+    ratio = float(np.mean([n["test"] / (n["train"] + n["val"]) for n in sizes]))
+    assert f"n_test/n_train = {ratio:.3f}" in summary["ci_method"]
+    for key in ("test/survival_cindex", "test/grade_auroc", "test/response_auroc"):
+        values = np.array([fold[key] for fold in summary["folds"]], dtype=float)
+        assert len(values) == 3 and np.isfinite(values).all(), key  # defined on every fold
+        for k, fold_value in enumerate(values):  # the fold's value is the one its run wrote
+            written = json.loads((tmp_path / f"repeat0_fold{k}" / "metrics.json").read_text())[key]
+            assert fold_value == pytest.approx(written, rel=1e-12), (key, k)
+        assert summary["mean"][key] == pytest.approx(values.mean(), rel=1e-12), key
+        # Nadeau & Bengio's corrected resampled t interval, recomputed from the fold values
+        half = stats.t.ppf(0.975, df=2) * values.std(ddof=1) * np.sqrt(1 / 3 + ratio)
+        assert half > 0, key
+        assert summary["ci95"][key] == pytest.approx([values.mean() - half, values.mean() + half], rel=1e-9)
     tested = [
         pid
         for k in range(3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from tests.integration.conftest import run_module, tiny_overrides
@@ -48,16 +49,13 @@ def test_multirun_jobs_write_apart_and_group_their_folds(tiny_cohort, tmp_path):
             data = runs[0].read_bytes()
             for text in (summary["name"], f"repeat0_fold{fold}", "cv-fold"):
                 assert text.encode() in data
-    # the two jobs tested the same patients in each fold (frozen folds)
+    # the two jobs tested the same patients in each fold (frozen folds), and the folds differ
     tested = [
         [
-            set(
-                json.loads((sweep / str(j) / f"repeat0_fold{k}" / "metrics.json").read_text())["info"][
-                    "n_patients"
-                ].items()
-            )
+            set(pd.read_csv(sweep / str(j) / f"repeat0_fold{k}" / "predictions_test.csv")["patient_id"])
             for k in (0, 1)
         ]
         for j in (0, 1)
     ]
     assert tested[0] == tested[1]
+    assert tested[0][0] and tested[0][1] and not tested[0][0] & tested[0][1]

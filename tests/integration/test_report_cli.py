@@ -29,7 +29,7 @@ def run(tiny_cohort, tmp_path_factory):
     return run_dir
 
 
-def test_metrics_json_has_scalar_test_keys_and_cis(run):
+def test_metrics_json_has_scalar_test_keys_and_cis(run, tiny_cohort):
     metrics = json.loads((run / "metrics.json").read_text())
     for key in (
         "grade_f1_macro",
@@ -40,11 +40,28 @@ def test_metrics_json_has_scalar_test_keys_and_cis(run):
         "response_ece",
     ):
         assert f"test/{key}" in metrics
+    # The only undefined metric is a time-dependent AUC at a horizon (a quantile of the training event
+    # times) by which no test patient had an event: no case to rank. Recomputed from the checkpoint's
+    # horizons and the test patients' labels.
+    best = metrics["info"]["best_checkpoint"]
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    horizons = ckpt["fusion"]["evaluation_reference"]["survival"]["event_quantiles"]
+    table = pd.read_csv(run / "predictions_test.csv").merge(pd.read_csv(tiny_cohort), on="patient_id")
+    events = table.loc[table["survival_event"] == 1, "survival_time"]
+    no_case = {f"test/survival_td_auc_{q}" for q, t in horizons.items() if not (events <= t).any()}
+    assert {k for k, v in metrics.items() if k.startswith("test/") and v is None} == no_case
+    assert no_case == {"test/survival_td_auc_q25"}  # this seeded split: the first event comes after q25
     for key, value in metrics.items():
-        if key.startswith("test/"):
-            assert value is None or isinstance(value, float), key
+        if key.startswith("test/") and key not in no_case:
+            assert isinstance(value, float) and np.isfinite(value), key
+    # every evaluated metric has an interval, and it brackets the point estimate
+    evaluated = {k for k, v in metrics.items() if k.startswith("test/") and v is not None} - {
+        "test/score",
+        "test/loss",
+    }
+    assert set(metrics["ci95"]) == evaluated
     for key, (low, high) in metrics["ci95"].items():
-        assert key in metrics and low <= high
+        assert low <= metrics[key] + 1e-6 and metrics[key] - 1e-6 <= high, (key, low, metrics[key], high)
 
 
 def test_logged_cindex_equals_the_evaluation_of_the_written_predictions(run, tiny_cohort):

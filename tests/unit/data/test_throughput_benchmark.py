@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -16,36 +18,50 @@ from torch.utils.data import DataLoader, Dataset
 
 BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
+import throughput_probes  # noqa: E402
 from throughput_probes import DataWaitTimer, GpuPoller, worker_memory  # noqa: E402
 
 
+class FakeClock:
+    """A perf_counter that only `sleep` advances: the timer's figures become exact, whatever the load."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class SlowData(Dataset):
-    def __init__(self, delay: float):
-        self.delay = delay
+    def __init__(self, delay: float, sleep: Callable[[float], None] = time.sleep):
+        self.delay, self.sleep = delay, sleep
 
     def __len__(self) -> int:
         return 8
 
     def __getitem__(self, index: int) -> dict:
-        time.sleep(self.delay)
+        self.sleep(self.delay)
         return {"patient_id": str(index), "x": torch.ones(3)}
 
 
 class SlowStep(L.LightningModule):
-    def __init__(self, delay: float):
+    def __init__(self, delay: float, sleep: Callable[[float], None] = time.sleep):
         super().__init__()
-        self.delay = delay
+        self.delay, self.sleep = delay, sleep
         self.layer = nn.Linear(3, 1)
 
     def training_step(self, batch: dict, index: int) -> torch.Tensor:
-        time.sleep(self.delay)
+        self.sleep(self.delay)
         return self.layer(batch["x"]).sum()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(data_delay: float, step_delay: float) -> list[dict]:
+def _fit(data_delay: float, step_delay: float, clock: FakeClock) -> list[dict]:
     timer = DataWaitTimer()
     trainer = L.Trainer(
         accelerator="cpu",
@@ -56,19 +72,34 @@ def _fit(data_delay: float, step_delay: float) -> list[dict]:
         enable_model_summary=False,
         callbacks=[timer],
     )
-    trainer.fit(SlowStep(step_delay), DataLoader(SlowData(data_delay), batch_size=2))
+    loader = DataLoader(SlowData(data_delay, clock.sleep), batch_size=2)
+    trainer.fit(SlowStep(step_delay, clock.sleep), loader)
     return timer.epochs
 
 
-@pytest.mark.parametrize(("data_delay", "step_delay", "waiting"), [(0.03, 0.0, True), (0.0, 0.06, False)])
+@pytest.mark.parametrize(("data_delay", "step_delay"), [(0.03, 0.0), (0.0, 0.06), (0.03, 0.05)])
 def test_wait_fraction_tells_slow_loading_from_slow_steps(
-    data_delay: float, step_delay: float, waiting: bool
+    data_delay: float, step_delay: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    epochs = _fit(data_delay, step_delay)
+    """Loading (sleeping in the dataset) counts as wait, the step (sleeping in training_step) as compute.
+    The timer reads a fake clock that only those sleeps advance, so the split is exact and a loaded
+    machine cannot blur it: per epoch 4 batches of 2 patients load in 8 x data_delay, 4 steps take
+    4 x step_delay, and nothing else (Lightning's own work takes no fake time)."""
+    clock = FakeClock()
+    monkeypatch.setattr(
+        throughput_probes,
+        "time",
+        SimpleNamespace(perf_counter=clock.perf_counter, process_time=time.process_time),
+    )
+    epochs = _fit(data_delay, step_delay, clock)
     assert len(epochs) == 2 and all(e["steps"] == 4 and e["samples"] == 8 for e in epochs)
+    wait, compute = 8 * data_delay, 4 * step_delay
     for epoch in epochs:
-        assert (epoch["wait_fraction"] > 0.7) is waiting and (epoch["wait_fraction"] < 0.3) is not waiting
-        assert epoch["wait_s"] + epoch["compute_s"] <= epoch["seconds"] + 1e-3
+        assert epoch["wait_s"] == pytest.approx(wait, abs=1e-9)
+        assert epoch["compute_s"] == pytest.approx(compute, abs=1e-9)
+        assert epoch["seconds"] == pytest.approx(wait + compute, abs=1e-9)
+        assert epoch["wait_fraction"] == pytest.approx(wait / (wait + compute), abs=1e-9)
+        assert epoch["samples_per_s"] == pytest.approx(8 / (wait + compute))
         assert epoch["worker_memory"] is None  # no workers
 
 

@@ -161,7 +161,8 @@ def test_derived_manifest_points_at_features_and_keeps_other_columns(cohort: Pat
 
     loaded = Cohort.load(report.manifest)
     assert len(loaded) == 4 and loaded.find_table("genomics") == (root / "genomics.csv").resolve()
-    assert all(p is None or p.exists() for p in loaded.paths("histology").values())
+    paths = loaded.paths("histology")
+    assert paths["p3"] is None and all(paths[pid].exists() for pid in ("p1", "p2", "p4"))
 
 
 def test_tile_encoders_weights_and_errors(tmp_path: Path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -151,3 +153,42 @@ def test_feature_encoder_runs_under_bf16_autocast(aggregator: str) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             mixed = encoder(batch)
     torch.testing.assert_close(mixed.float(), full, atol=0.1, rtol=0.1)  # bf16 keeps ~3 significant digits
+
+
+@pytest.mark.parametrize(
+    "aggregator",
+    [
+        "abmil",
+        pytest.param(
+            "transmil",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="fusion.nn.transmil: on bags shorter than a few hundred instances the backward pass "
+                "through pinv(kernel 2) is ill-conditioned at initialisation (gradients ~1e3-1e6 times those "
+                "of the exact attention it equals in the forward pass), so bf16 rounding of qkv flips them",
+            ),
+        ),
+    ],
+)
+def test_feature_encoder_bf16_gradients_match_float32(aggregator: str) -> None:
+    """Under bf16 autocast every parameter gets a finite gradient close to the float32 one: per tensor
+    within 8% in norm (bf16 keeps ~3 significant digits; measured <= 3.3% for abmil, on a bias whose
+    gradient sums cancelling terms), except the attention logits' bias, whose gradient is zero in exact
+    arithmetic (softmax ignores a shift)."""
+    torch.manual_seed(0)
+    encoder = FeatureBagEncoder(12, hidden_dim=8, out_dim=5, aggregator=aggregator, dropout=0.0, chunk=2)
+    batch = pad_feature_bags([{**b, "features": b["features"].half()} for b in feature_bags()])
+    weights = torch.randn(2, 5)
+    full, mixed = copy.deepcopy(encoder), copy.deepcopy(encoder)
+    (full(batch) * weights).sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mixed(batch)
+    (out.float() * weights).sum().backward()
+    total = torch.cat([p.grad.flatten() for p in full.parameters()]).norm()
+    for (name, ref), low in zip(full.named_parameters(), mixed.parameters(), strict=True):
+        assert low.grad is not None and torch.isfinite(low.grad).all(), name
+        if ref.grad.norm() < 1e-5 * total:  # zero up to float32 rounding
+            assert low.grad.norm() < 1e-3 * total, name
+            continue
+        assert low.grad.abs().sum() > 0, name
+        assert (low.grad - ref.grad).norm() < 0.08 * ref.grad.norm(), name
