@@ -9,11 +9,11 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import fusion
+import fusion.conf
 from fusion.modalities.base import Modality
 from fusion.pipeline import build_heads, build_modalities
 
-CONF = Path(fusion.__file__).parent / "conf"
+CONF = Path(fusion.conf.__file__).parent
 
 
 def _options(group: str) -> list[str]:

@@ -12,11 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import fusion
+import fusion.conf
 from fusion.data.cohort import Cohort
 from fusion.modalities.ehr import EHRModality
 
-CONF_DIR = str(Path(fusion.__file__).parent / "conf")
+CONF_DIR = str(Path(fusion.conf.__file__).parent)
 TRAIN = [f"p{i}" for i in range(8)]
 HELD_OUT = ["p8", "p9"]
 NUM, CAT = ["age", "ecog", "ldh"], ["sex", "stage", "smoking"]

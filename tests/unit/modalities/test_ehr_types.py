@@ -12,12 +12,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import fusion
+import fusion.conf
 from fusion.data.cohort import Cohort
 from fusion.modalities.ehr import EHRModality
 from fusion.modalities.ehr_types import to_boolean
 
-CONF_DIR = str(Path(fusion.__file__).parent / "conf")
+CONF_DIR = str(Path(fusion.conf.__file__).parent)
 IDS = [f"p{i}" for i in range(10)]
 TRAIN, HELD_OUT = IDS[:8], IDS[8:]
 STAGES = ["I", "II", "III", "IV"]

@@ -25,7 +25,7 @@ from fusion.modalities.imaging import ImagingModality
 from fusion.modalities.imaging_transforms import read_volume
 
 NIBABEL_DATA = Path(os.path.dirname(nib.__file__)) / "tests" / "data"
-CONF = Path(__file__).parents[3] / "fusion" / "conf" / "modality"
+CONF = Path(__file__).parents[3] / "conf" / "modality"
 YAMLS = ("ct.yaml", "mri.yaml", "pet.yaml")
 SECRETS = {"PatientName": "Secretname^Jane", "PatientID": "SECRET-ID-4711", "PatientBirthDate": "19610203"}
 SECRETS_EXTRA = {"InstitutionName": "Hidden Valley Hospital", "StudyDate": "20191231"}

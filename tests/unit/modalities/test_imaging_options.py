@@ -23,7 +23,7 @@ from fusion.modalities.imaging import ImagingModality
 from fusion.modalities.imaging_roi import ImagingRef, crop_around, lesion_centre, read_mask
 from fusion.modalities.imaging_transforms import read_volume
 
-CONF = Path(__file__).parents[3] / "fusion" / "conf" / "modality"
+CONF = Path(__file__).parents[3] / "conf" / "modality"
 WINDOWS = [[-160, 240], [-1000, 200], [-500, 1300]]  # soft tissue, lung, bone
 
 
