@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import lightning as L
@@ -9,11 +10,11 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import fusion.conf
+import fusion
 from fusion.modalities.base import Modality
 from fusion.pipeline import build_heads, build_modalities
 
-CONF = Path(fusion.conf.__file__).parent
+CONF = Path(str(files("fusion.conf")))
 
 
 def _options(group: str) -> list[str]:
