@@ -32,6 +32,7 @@ print(json.dumps({
     "fusion": fusion.__file__,
     "conf": fusion.conf.__file__,
     "train_yaml": str(files("fusion.conf") / "train.yaml"),
+    "imaging_base": str(files("fusion.conf") / "modality" / "base" / "imaging.yaml"),
     "max_epochs": cfg.trainer.max_epochs,
     "manifest": cfg.data.manifest,
     "modalities": sorted(cfg.modality),
@@ -72,7 +73,7 @@ def _under(path: str, folder: Path) -> bool:
 
 
 def _check_composed(found: dict, cfg_job: str) -> None:
-    assert Path(found["train_yaml"]).is_file()
+    assert Path(found["train_yaml"]).is_file() and Path(found["imaging_base"]).is_file()
     assert found["max_epochs"] == 30 and found["manifest"].endswith("demo_cohort/manifest.csv")
     assert found["modalities"] == ["ct", "ehr", "genomics", "histology", "mri", "pet"]
     assert "max_epochs: 30" in cfg_job and "demo_cohort/manifest.csv" in cfg_job
@@ -104,11 +105,12 @@ def test_a_regular_install_composes_from_its_own_copy_of_the_configs(tmp_path: P
     done = subprocess.run([*pip, "--target", str(target), str(src)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (target / "fusion" / "conf" / "train.yaml").is_file()
+    assert (target / "fusion" / "conf" / "modality" / "base" / "imaging.yaml").is_file()
 
     env = _env(PYTHONPATH=str(target), FUSION_CACHE_DIR=str(tmp_path / "cache"))
     found = _probe(elsewhere, env)
     assert not found["sys_path_has_repo"]
-    for key in ("fusion", "conf", "train_yaml"):
+    for key in ("fusion", "conf", "train_yaml", "imaging_base"):
         assert _under(found[key], target), (key, found[key])
     _check_composed(found, _train_cfg_job(elsewhere, env))
 
@@ -125,4 +127,5 @@ def test_the_editable_install_composes_from_the_repository_conf_folder(tmp_path:
     assert Path(found["fusion"]).resolve() == REPO / "fusion" / "__init__.py"
     assert Path(found["conf"]).resolve() == REPO / "conf" / "__init__.py"
     assert Path(found["train_yaml"]).resolve() == REPO / "conf" / "train.yaml"
+    assert Path(found["imaging_base"]).resolve() == REPO / "conf" / "modality" / "base" / "imaging.yaml"
     _check_composed(found, _train_cfg_job(tmp_path, env))
