@@ -77,6 +77,7 @@ def _check_composed(found: dict, cfg_job: str) -> None:
     assert found["max_epochs"] == 30 and found["manifest"].endswith("demo_cohort/manifest.csv")
     assert found["modalities"] == ["ct", "ehr", "genomics", "histology", "mri", "pet"]
     assert "max_epochs: 30" in cfg_job and "demo_cohort/manifest.csv" in cfg_job
+    assert "optimizer:" in cfg_job and "torch.optim.AdamW" in cfg_job
 
 
 def test_the_package_list_names_every_subpackage_and_the_config_package():
