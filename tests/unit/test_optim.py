@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 import fusion
 from fusion.data.dataset import Collator
+from fusion.data.synthetic import write_demo_cohort
 from fusion.fusers import TransformerFuser
 from fusion.heads import GradeHead, ResponseHead, SurvivalHead
 from fusion.lit import LitFusion
@@ -234,3 +235,28 @@ def test_scheduler_partials_get_max_epochs_only_when_they_take_it():
     pinned = build_scheduler(functools.partial(cosine_annealing, max_epochs=4), optimizer, 9)
     assert pinned.T_max == 4  # a length set in the config wins over the trainer's
     assert build_scheduler(functools.partial(cosine_annealing), optimizer, None).T_max == 1
+
+
+def test_a_checkpoint_with_the_old_optim_block_predicts_and_resumes(tmp_path):
+    """A run saved before optim/ became partials stores `optim: {lr, weight_decay, scheduler: cosine}`:
+    fusion-predict still rebuilds its model, and training resumes from its optimiser and scheduler state."""
+    manifest = write_demo_cohort(
+        tmp_path / "cohort", n_patients=24, seed=1, volume_shape=(8, 8, 8), n_genes=8
+    )
+    tiny = ["modality=[genomics,ehr]", "logger=[csv]", "~callbacks.progress_bar", "evaluation.report=false"]
+    cfg = fusion.compose(
+        [f"data.manifest={manifest}", "trainer.max_epochs=1", "evaluation.n_bootstrap=5", *tiny]
+    )
+    fusion.train(cfg, output_dir=tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["fusion"]["config"]["optim"]["optimizer"]["_target_"] == "torch.optim.AdamW"
+    checkpoint["fusion"]["config"]["optim"] = dict(LEGACY_OPTIM)
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+
+    assert len(fusion.predict(old, manifest)) == 24
+    cfg.trainer.max_epochs, cfg.ckpt_path = 2, str(old)
+    fusion.train(cfg, output_dir=tmp_path / "resumed")
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and len(resumed["optimizer_states"][0]["param_groups"]) == 2
+    assert resumed["lr_schedulers"][0]["T_max"] == 1  # the scheduler state came from the old checkpoint
