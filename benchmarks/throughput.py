@@ -53,17 +53,15 @@ SMOKE.update(batch_size=16, epochs=4)
 def train_once(cfg: Any, datamodule: Any, workers: int | str, epochs: int, cuda: bool) -> dict[str, Any]:
     """Fresh model, `epochs` training epochs on `datamodule`'s train split; the timer's figures."""
     import lightning as L
-    from omegaconf import OmegaConf
 
     from fusion.data.datamodule import check_workers
     from fusion.lit import LitFusion
+    from fusion.optim import optim_kwargs
     from fusion.pipeline import build_model
 
     datamodule.num_workers = check_workers(workers)
     L.seed_everything(0, workers=True)
-    lit = LitFusion(
-        build_model(cfg, datamodule.modalities, datamodule.heads), **OmegaConf.to_container(cfg.optim)
-    )
+    lit = LitFusion(build_model(cfg, datamodule.modalities, datamodule.heads), **optim_kwargs(cfg.optim))
     timer = DataWaitTimer()
     trainer = L.Trainer(
         accelerator="gpu" if cuda else "cpu",

@@ -6,7 +6,7 @@ every patient of the manifest, whatever modalities are selected, so two configs 
 seed share their folds; a run leaves out the patients with none of its modalities (a one-modality
 model has nothing to predict them from), so its test folds are subsets of the shared ones.
 
-Options (``cv.*`` in `fusion/conf/cv.yaml`):
+Options (``cv.*`` in `conf/cv.yaml`):
 - ``group_by``: a manifest column (e.g. ``site``) whose values are kept whole, so one centre is never
   on both sides of a fold (patients with an empty cell are a group of their own).
 - ``splits_file``: a CSV (patient_id, repeat, fold, role). If it exists the folds are read from it and

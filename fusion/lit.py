@@ -21,12 +21,25 @@ import torch
 
 from fusion.distributed import gather_dict, gather_list
 from fusion.model import FusionModel
+from fusion.optim import (
+    OptimizerFactory,
+    SchedulerFactory,
+    build_scheduler,
+    default_optimizer,
+    scheduler_factory,
+)
 
 
 class LitFusion(L.LightningModule):
     """Args:
     model: the `FusionModel`.
-    lr, weight_decay: AdamW settings; `scheduler` "cosine" or None.
+    optimizer: a partial optimiser (`optim.optimizer`, see `fusion.optim.optim_kwargs`) called with two
+        parameter groups: weights (the optimiser's own weight decay) and biases, norms and embeddings
+        (no weight decay). None = AdamW with `lr` and `weight_decay` (1e-3 and 1e-2 when None), which are
+        only for that default: give them to the partial otherwise.
+    scheduler: a partial scheduler called with the optimiser (and `max_epochs=` the trainer's, when it
+        takes that argument), stepped per epoch unless it returns a Lightning scheduler dict; "cosine" =
+        `fusion.optim.cosine_annealing` down to 1% of the learning rate; None = a constant rate.
     unimodal_weight: weight of the auxiliary one-modality loss (`unimodal_loss`; 0 = off).
     checkpoint_extras: stored in every checkpoint under "fusion" (resolved config, fitted modality state),
         so `fusion-predict` can rebuild the whole pipeline from the checkpoint alone.
@@ -35,17 +48,23 @@ class LitFusion(L.LightningModule):
     def __init__(
         self,
         model: FusionModel,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        scheduler: str | None = "cosine",
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        scheduler: SchedulerFactory | str | None = "cosine",
         unimodal_weight: float = 0.0,
         checkpoint_extras: dict[str, Any] | None = None,
+        optimizer: OptimizerFactory | None = None,
     ):
         super().__init__()
         if unimodal_weight < 0:
             raise ValueError(f"loss.unimodal_weight must be >= 0, got {unimodal_weight}")
+        if optimizer is not None and (lr is not None or weight_decay is not None):
+            raise ValueError(
+                "lr and weight_decay configure the default AdamW: set them in the optimizer partial"
+            )
         self.model = model
-        self.lr, self.weight_decay, self.scheduler_name = lr, weight_decay, scheduler
+        self.optimizer_factory = optimizer or default_optimizer(lr, weight_decay)
+        self.scheduler_factory = scheduler_factory(scheduler)
         self.unimodal_weight = unimodal_weight
         self.checkpoint_extras = checkpoint_extras or {}
         self._outputs: dict[str, list[dict[str, Any]]] = {}
@@ -193,19 +212,13 @@ class LitFusion(L.LightningModule):
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (no_decay if param.ndim < 2 or "embedding" in name else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-        )
-        if self.scheduler_name is None:
+        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        if self.scheduler_factory is None:
             return optimizer
-        if self.scheduler_name != "cosine":
-            raise ValueError(f"optim.scheduler must be 'cosine' or null, got '{self.scheduler_name}'")
-        epochs = max(1, self.trainer.max_epochs or 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=epochs, eta_min=self.lr * 0.01
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler = build_scheduler(self.scheduler_factory, optimizer, self.trainer.max_epochs)
+        if not isinstance(scheduler, dict):
+            scheduler = {"scheduler": scheduler, "interval": "epoch"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["fusion"] = self.checkpoint_extras

@@ -24,6 +24,7 @@ from fusion.data.demo import ensure_demo_cohort
 from fusion.evaluation import EvaluationSettings
 from fusion.lit import LitFusion
 from fusion.modalities.base import Modality
+from fusion.optim import optim_kwargs
 from fusion.pipeline import (
     build_datamodule,
     build_heads,
@@ -89,7 +90,7 @@ def run_training(
         model,
         checkpoint_extras=extras,
         unimodal_weight=unimodal_weight(cfg),
-        **OmegaConf.to_container(cfg.optim, resolve=True),
+        **optim_kwargs(cfg.optim),
     )
     trainer = _build_trainer(cfg, output_dir, extras["config"])
     trainer.fit(lit, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

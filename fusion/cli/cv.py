@@ -14,7 +14,7 @@ from fusion.cli.common import report_user_errors
 from fusion.cross_validation import run_cross_validation
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="cv")
+@hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="cv")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     run_cross_validation(cfg, output_dir=cfg.paths.output_dir)

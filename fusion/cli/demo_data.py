@@ -11,7 +11,7 @@ from fusion.cli.common import report_user_errors
 from fusion.data.demo import write_demo_atomically
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="demo_data")
+@hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="demo_data")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     args = OmegaConf.to_container(cfg, resolve=True)

@@ -64,7 +64,7 @@ def run_extraction(cfg: DictConfig) -> Any:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="extract_features")
+@hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="extract_features")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     run_extraction(cfg)

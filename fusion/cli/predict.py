@@ -10,7 +10,7 @@ from fusion.cli.common import report_user_errors
 from fusion.prediction import predict_manifest
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="predict")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     frame = predict_manifest(

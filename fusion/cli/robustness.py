@@ -38,7 +38,7 @@ def held_out_patients(ckpt_path: Path, patients: str | None) -> list[str] | None
     return frame["patient_id"].tolist()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="robustness")
+@hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="robustness")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     ckpt = Path(cfg.ckpt_path)

@@ -9,7 +9,7 @@ from fusion.cli.common import report_user_errors
 from fusion.training import run_training
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     run_training(cfg, output_dir=cfg.paths.output_dir)

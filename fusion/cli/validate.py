@@ -11,7 +11,7 @@ from fusion.cli.common import report_user_errors
 from fusion.validation import validate_cohort
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="validate")
+@hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="validate")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     report = validate_cohort(cfg, deep=cfg.deep)

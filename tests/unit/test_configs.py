@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import fusion
 from fusion.modalities.base import Modality
+from fusion.optim import build_scheduler, optim_kwargs
 from fusion.pipeline import build_heads, build_modalities
 
-CONF = Path(fusion.__file__).parent / "conf"
+CONF = Path(str(files("fusion.conf")))
 
 
 def _options(group: str) -> list[str]:
@@ -74,6 +77,113 @@ def test_callbacks_and_optim_resolve():
     assert len(callbacks) == 3
     assert cfg.callbacks.model_checkpoint.monitor == "val/score"
     assert OmegaConf.to_container(cfg.optim, resolve=True)["lr"] > 0
+
+
+def test_callbacks_are_one_file_each_and_stay_overridable():
+    assert set(_options("callbacks")) == {"default", "model_checkpoint", "early_stopping", "progress_bar"}
+    targets = {name: node._target_ for name, node in _compose().callbacks.items()}
+    assert targets == {
+        "model_checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "early_stopping": "lightning.pytorch.callbacks.EarlyStopping",
+        "progress_bar": "lightning.pytorch.callbacks.RichProgressBar",
+    }
+    cfg = _compose("~callbacks.progress_bar", "callbacks.early_stopping.patience=5")
+    assert list(cfg.callbacks) == ["model_checkpoint", "early_stopping"]
+    assert cfg.callbacks.early_stopping.patience == 5 and _compose().callbacks.early_stopping.patience == 10
+    checkpoint = OmegaConf.to_container(cfg.callbacks.model_checkpoint, resolve=True)
+    assert checkpoint["dirpath"] == "/tmp/fusion-config-test/checkpoints" and checkpoint["mode"] == "max"
+
+
+@pytest.mark.parametrize("optim", _options("optim"))
+def test_every_optimiser_config_builds_an_optimiser_and_schedule(optim):
+    cfg = _compose(f"optim={optim}", "optim.lr=3e-4", "optim.weight_decay=0.5")
+    kwargs = optim_kwargs(cfg.optim)
+    optimizer = kwargs["optimizer"]([{"params": [torch.nn.Parameter(torch.zeros(2, 2))]}])
+    assert optimizer.defaults["lr"] == 3e-4 and optimizer.param_groups[0]["weight_decay"] == 0.5
+    scheduler = build_scheduler(kwargs["scheduler"], optimizer, max_epochs=10)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    assert optim_kwargs(_compose(f"optim={optim}", "optim.scheduler=null").optim)["scheduler"] is None
+
+
+def test_default_optimiser_is_adamw_with_the_cosine():
+    cfg = _compose()
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (1e-3, 1e-2)
+    assert cfg.optim.optimizer._target_ == "torch.optim.AdamW"
+    assert cfg.optim.scheduler._target_ == "fusion.optim.cosine_annealing"
+    assert cfg.optim.scheduler.eta_min_ratio == 0.01
+
+
+# the built-in augmentation list (ImagingModality's default), once for CT, MRI and PET
+AUGMENTATIONS = [
+    {"_target_": "monai.transforms.RandFlip", "prob": 0.5, "spatial_axis": 0},
+    {
+        "_target_": "monai.transforms.RandAffine",
+        "prob": 0.3,
+        "rotate_range": [0.1, 0.1, 0.1],
+        "scale_range": [0.1, 0.1, 0.1],
+        "padding_mode": "zeros",
+    },
+    {"_target_": "monai.transforms.RandScaleIntensity", "factors": 0.1, "prob": 0.3},
+    {"_target_": "monai.transforms.RandGaussianNoise", "prob": 0.3, "std": 0.02},
+]
+
+
+def test_imaging_modalities_share_one_base_that_is_not_a_modality():
+    assert "base" not in _options("modality") and (CONF / "modality" / "base" / "imaging.yaml").is_file()
+    imaging = OmegaConf.to_container(_compose("modality=[ct,mri,pet]").modality, resolve=True)
+    shared = {
+        "_target_": "fusion.modalities.imaging.ImagingModality",
+        "on_error": "raise",
+        "series": None,
+        "mask_column": None,
+        "pixdim": [2.0, 2.0, 2.0],
+        "spatial_size": [32, 32, 32],
+        "resize_mode": "crop",
+        "augment": True,
+        "augmentations": AUGMENTATIONS,
+        "encoder": "cnn",
+        "encoder_kwargs": {},
+        "embed_dim": 64,
+        "pretrained": None,
+        "pretrained_prefix": None,
+        "pretrained_skip": [],
+        "freeze": False,
+        "gradient_checkpointing": False,
+    }
+    own = {
+        "ct": {"sequences": None, "ct_window": [-200, 300], "ct_windows": None},
+        "mri": {"sequences": ["t1", "t2", "flair"]},
+        "pet": {"sequences": None, "pet_suv_max": 10.0},
+    }
+    for name, keys in own.items():
+        assert imaging[name] == {**shared, "name": name, "column": name, "kind": name, **keys}, name
+    one = _compose("modality=[ct,mri,pet]", "modality.ct.spatial_size=[48,48,48]").modality
+    assert list(one.ct.spatial_size) == [48, 48, 48] and list(one.pet.spatial_size) == [32, 32, 32]
+
+
+@pytest.mark.parametrize(
+    "name, overrides, seed",
+    [
+        ("train", [], 42),
+        ("train", ["seed=7"], 7),
+        ("cv", [], 42),
+        ("validate", [], 42),
+        ("predict", ["ckpt_path=x.ckpt", "data.manifest=m.csv"], 0),  # no run seed in fusion-predict
+    ],
+)
+def test_evaluation_is_one_group_with_each_command_s_seed(name, overrides, seed):
+    evaluation = OmegaConf.to_container(fusion.compose(overrides, config_name=name).evaluation, resolve=True)
+    assert evaluation == {
+        "n_bootstrap": 1000,
+        "seed": seed,
+        "level": 0.95,
+        "horizons": None,
+        "risk_groups": 2,
+        "risk_cutoff": "train",
+        "calibration_bins": 10,
+        "ibs_points": 50,
+        "report": True,
+    }
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 import fusion
@@ -108,6 +107,7 @@ def test_cpu_auto_on_cpu_and_device_without_trainer_augment_per_sample(
 
 def test_lightning_calls_the_hook_in_training_only(cohort: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fusion.lit import LitFusion
+    from fusion.optim import optim_kwargs
 
     datamodule, cfg = _datamodule(cohort, "device")
     calls = []
@@ -115,7 +115,7 @@ def test_lightning_calls_the_hook_in_training_only(cohort: Path, monkeypatch: py
     original = ct.augment_batch
     monkeypatch.setattr(ct, "augment_batch", lambda data: calls.append(data.shape[0]) or original(data))
     model = build_model(cfg, datamodule.modalities, datamodule.heads)
-    lit = LitFusion(model, **OmegaConf.to_container(cfg.optim))
+    lit = LitFusion(model, **optim_kwargs(cfg.optim))
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=1,

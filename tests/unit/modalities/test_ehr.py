@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import fusion
 from fusion.data.cohort import Cohort
 from fusion.modalities.ehr import EHRModality
 
-CONF_DIR = str(Path(fusion.__file__).parent / "conf")
+CONF_DIR = str(files("fusion.conf"))
 TRAIN = [f"p{i}" for i in range(8)]
 HELD_OUT = ["p8", "p9"]
 NUM, CAT = ["age", "ecog", "ldh"], ["sex", "stage", "smoking"]

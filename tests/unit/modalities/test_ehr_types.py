@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import fusion
 from fusion.data.cohort import Cohort
 from fusion.modalities.ehr import EHRModality
 from fusion.modalities.ehr_types import to_boolean
 
-CONF_DIR = str(Path(fusion.__file__).parent / "conf")
+CONF_DIR = str(files("fusion.conf"))
 IDS = [f"p{i}" for i in range(10)]
 TRAIN, HELD_OUT = IDS[:8], IDS[8:]
 STAGES = ["I", "II", "III", "IV"]

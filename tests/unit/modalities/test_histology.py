@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-import fusion
 from fusion.data.cohort import Cohort
 from fusion.features.store import write_features
 from fusion.modalities.histology import HistologyEncoder, HistologyModality
@@ -22,7 +22,7 @@ from fusion.nn.mil import FeatureBagEncoder
 from fusion.nn.tile_cnn import TileCNN
 from fusion.nn.transmil import TransMIL
 
-YAML = Path(fusion.__file__).parent / "conf" / "modality" / "histology.yaml"
+YAML = Path(str(files("fusion.conf"))) / "modality" / "histology.yaml"
 
 
 def write_tiles(folder: Path, n: int, size: int = 40, seed: int = 0, suffix: str = ".png") -> Path:

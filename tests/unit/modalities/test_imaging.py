@@ -21,12 +21,13 @@ from monai.transforms import Orientation
 from omegaconf import OmegaConf
 from pydicom.data import get_testdata_file
 
+import fusion
 from fusion.modalities.imaging import ImagingModality
 from fusion.modalities.imaging_transforms import read_volume
 
 NIBABEL_DATA = Path(os.path.dirname(nib.__file__)) / "tests" / "data"
-CONF = Path(__file__).parents[3] / "fusion" / "conf" / "modality"
-YAMLS = ("ct.yaml", "mri.yaml", "pet.yaml")
+CONF = Path(__file__).parents[3] / "conf" / "modality"
+YAMLS = ("ct.yaml", "mri.yaml", "pet.yaml", "base", "imaging.yaml")  # and what they share: base/imaging.yaml
 SECRETS = {"PatientName": "Secretname^Jane", "PatientID": "SECRET-ID-4711", "PatientBirthDate": "19610203"}
 SECRETS_EXTRA = {"InstitutionName": "Hidden Valley Hospital", "StudyDate": "20191231"}
 HU = [0, 100, 200, 300, 400]  # slice k (in position order) holds HU[k]
@@ -293,7 +294,7 @@ def test_bad_configuration_is_rejected(kwargs: dict, problem: str) -> None:
 @pytest.mark.parametrize("name, kind, channels", [("ct", "ct", 1), ("mri", "mri", 3), ("pet", "pet", 1)])
 def test_shipped_config_instantiates_and_overrides(name: str, kind: str, channels: int) -> None:
     override = OmegaConf.from_dotlist(["spatial_size=[16,16,16]"])
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), override)
+    cfg = OmegaConf.merge(fusion.compose([f"modality=[{name}]"]).modality[name], override)
     modality = hydra.utils.instantiate(cfg)
     assert isinstance(modality, ImagingModality)
     assert (modality.name, modality.column, modality.kind) == (name, name, kind)

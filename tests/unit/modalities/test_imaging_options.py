@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 from monai.transforms import RandFlip
-from omegaconf import OmegaConf
 
+import fusion
 from fusion.data.cohort import Cohort
 from fusion.data.synthetic import imaging as synthetic
 from fusion.data.synthetic import write_demo_cohort
@@ -23,7 +23,6 @@ from fusion.modalities.imaging import ImagingModality
 from fusion.modalities.imaging_roi import ImagingRef, crop_around, lesion_centre, read_mask
 from fusion.modalities.imaging_transforms import read_volume
 
-CONF = Path(__file__).parents[3] / "fusion" / "conf" / "modality"
 WINDOWS = [[-160, 240], [-1000, 200], [-500, 1300]]  # soft tissue, lung, bone
 
 
@@ -244,13 +243,14 @@ def _runs(modality: ImagingModality, item: torch.Tensor, seed: int = 0) -> list[
 
 
 def test_yaml_augmentation_list_is_the_built_in_default() -> None:
-    specs = OmegaConf.load(CONF / "ct.yaml").augmentations
+    shipped = fusion.compose(["modality=[ct,mri,pet]"]).modality
+    specs = shipped.ct.augmentations
     item = torch.rand(1, 16, 16, 16)
     from_yaml = _runs(ImagingModality("ct", augmentations=specs), item)
     built_in = _runs(ImagingModality("ct"), item)
     assert all(torch.equal(a, b) for a, b in zip(from_yaml, built_in, strict=True))
     for name in ("mri", "pet"):
-        assert OmegaConf.load(CONF / f"{name}.yaml").augmentations == specs
+        assert shipped[name].augmentations == specs
 
 
 def test_configured_augmentations_replace_the_default_and_stay_seeded() -> None:
