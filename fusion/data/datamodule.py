@@ -12,12 +12,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from fusion.data.cohort import Cohort, CohortError
 from fusion.data.dataset import Collator, FusionDataset
 from fusion.data.item_store import ItemStore
 from fusion.data.records import PatientRecord, collect_records, without_inputs
 from fusion.data.splits import split_patients
 from fusion.heads.base import Head
+from fusion.io.cohort import Cohort, CohortError
 from fusion.modalities.base import Modality
 
 log = logging.getLogger(__name__)

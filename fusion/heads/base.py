@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusion.data.cohort import Cohort, Problem, is_missing
+from fusion.io.cohort import Cohort, Problem, is_missing
 
 
 class Head(nn.Module):

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from fusion.data.cohort import Cohort
+    from fusion.io.cohort import Cohort
 
 ON_ERROR_POLICIES = ("raise", "drop_modality")
 

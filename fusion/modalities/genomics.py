@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fusion.data.cohort import is_missing
+from fusion.io.cohort import is_missing
 from fusion.modalities import genomic_io
 from fusion.modalities.gmt import read_gmt
 from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
@@ -28,7 +28,7 @@ from fusion.nn.pathways import PathwayEncoder
 from fusion.nn.snn import SNN
 
 if TYPE_CHECKING:
-    from fusion.data.cohort import Cohort
+    from fusion.io.cohort import Cohort
 
 FORMATS = ("matrix", "maf")
 VALUE_TYPES = ("expression", "binary", "cnv")
