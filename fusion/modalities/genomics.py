@@ -22,7 +22,7 @@ from torch import nn
 
 from fusion.io import genomic
 from fusion.io.cohort import is_missing
-from fusion.modalities.gmt import read_gmt
+from fusion.io.gmt import read_gmt
 from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
 from fusion.nn.pathways import PathwayEncoder
 from fusion.nn.snn import SNN

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from fusion.modalities.gmt import read_gmt, restrict_gene_sets
+from fusion.io.gmt import read_gmt, restrict_gene_sets
 from fusion.nn.pathways import PathwayEncoder
 
 GENES = [f"G{i}" for i in range(12)]
