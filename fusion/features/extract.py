@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from fusion.errors import ExtractionError
 from fusion.features.sources import MultiSource, TileSource, make_source
-from fusion.features.store import is_feature_file, write_features
 from fusion.io.cohort import is_missing, read_table
+from fusion.io.feature_files import is_feature_file, write_features
 from fusion.nn.tile_encoders import TileEncoder
 
 log = logging.getLogger("fusion")

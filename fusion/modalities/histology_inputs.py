@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fusion.features.store import FEATURE_SUFFIXES, HDF5_SUFFIXES, is_feature_file, read_features
+from fusion.io.feature_files import FEATURE_SUFFIXES, HDF5_SUFFIXES, is_feature_file, read_features
 
 TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Channel statistics used until `fit` has seen the training tiles (ImageNet's, in [0, 1] units).

@@ -15,7 +15,7 @@ from PIL import Image
 
 import fusion
 from fusion.data.cohort import Cohort
-from fusion.features.store import write_features
+from fusion.io.feature_files import write_features
 from fusion.modalities.histology import HistologyEncoder, HistologyModality
 from fusion.modalities.histology_inputs import dihedral_augment, hed_jitter
 from fusion.nn.mil import FeatureBagEncoder
