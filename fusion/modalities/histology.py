@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fusion.io.feature_files import is_feature_file
+from fusion.io.tiles import read_tiles
 from fusion.modalities.base import Modality
 from fusion.modalities.histology_inputs import (
     DEFAULT_MEAN,
@@ -29,7 +30,6 @@ from fusion.modalities.histology_inputs import (
     hed_jitter,
     load_feature_bag,
     pad_bags,
-    read_tiles,
     reference_problem,
 )
 from fusion.nn.mil import AGGREGATORS, FeatureBagEncoder, make_aggregator, pad_feature_bags
