@@ -32,7 +32,8 @@ from fusion.modalities.histology_inputs import (
     pad_bags,
     reference_problem,
 )
-from fusion.nn.mil import AGGREGATORS, FeatureBagEncoder, make_aggregator, pad_feature_bags
+from fusion.nn.bag_encoder import AGGREGATORS, FeatureBagEncoder, make_aggregator
+from fusion.nn.bags import pad_feature_bags
 from fusion.nn.tile_cnn import TileCNN
 
 
