@@ -98,7 +98,7 @@ def share(value: Any) -> None:
 
 def measure(datamodule: Any, rounds: int, batch_size: int) -> dict[str, dict[str, float]]:
     """Least seconds per piece over `rounds` epochs of each setting, interleaved."""
-    deferred = frozenset(n for n, m in datamodule.modalities.items() if hasattr(m, "augment_batch"))
+    deferred = frozenset(n for n, m in datamodule.modalities.items() if m.augments_per_batch)
     settings = {
         "before": (frozenset(), False),  # per-sample MONAI; batch built, then copied to shared memory
         "cpu": (frozenset(), True),  # per-sample MONAI; batch built in shared memory
