@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from fusion.features.extract import autocast_dtype, extract_cohort
-from fusion.features.store import read_features
+from fusion.io.feature_files import read_features
 from fusion.nn.tile_encoders import TileEncoder, build_tile_encoder
 
 

@@ -5,7 +5,7 @@ training device (``device``).
 Writes the throughput cohort (`throughput_cohort.write_cohort`: CT/MRI/PET volumes, histology feature
 bags, genomics, EHR), preprocesses it into the memory cache and then, with one torch thread as in a
 worker, times for every sample: each modality's training `transform` and the batch's collate, including
-the copy into shared memory that sending a batch to the main process costs (`fusion.data.batch_memory`).
+the copy into shared memory that sending a batch to the main process costs (`fusion.modalities.batch_memory`).
 "before" is per-sample augmentation with the batch built in ordinary memory (then copied to shared
 memory when sent), as before `batch_memory`. The settings run on the same samples, interleaved,
 ``--rounds`` times; the least time per piece is kept (the least disturbed by other jobs on a shared
@@ -98,7 +98,7 @@ def share(value: Any) -> None:
 
 def measure(datamodule: Any, rounds: int, batch_size: int) -> dict[str, dict[str, float]]:
     """Least seconds per piece over `rounds` epochs of each setting, interleaved."""
-    deferred = frozenset(n for n, m in datamodule.modalities.items() if hasattr(m, "augment_batch"))
+    deferred = frozenset(n for n, m in datamodule.modalities.items() if m.augments_per_batch)
     settings = {
         "before": (frozenset(), False),  # per-sample MONAI; batch built, then copied to shared memory
         "cpu": (frozenset(), True),  # per-sample MONAI; batch built in shared memory
@@ -109,7 +109,7 @@ def measure(datamodule: Any, rounds: int, batch_size: int) -> dict[str, dict[str
         for name, (defer, in_worker) in settings.items():
             torch.manual_seed(round_)  # every setting: the same order and the same random draws
             worker = object() if in_worker else None
-            with mock.patch("fusion.data.batch_memory.get_worker_info", lambda w=worker: w):
+            with mock.patch("fusion.modalities.batch_memory.get_worker_info", lambda w=worker: w):
                 seconds = one_epoch(datamodule, defer, batch_size)
             for piece, value in seconds.items():
                 best[name][piece] = min(best[name].get(piece, float("inf")), value)

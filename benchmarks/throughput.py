@@ -2,7 +2,7 @@
 epoch time grows with the number of patients.
 
 Writes a demo cohort (`write_demo_cohort`: CT as DICOM, MRI and PET as NIfTI, genomics and EHR tables)
-with histology as precomputed feature bags (`fusion.features.store`, float16, between half and all of
+with histology as precomputed feature bags (`fusion.io.feature_files`, float16, between half and all of
 `--tiles` tiles of `--feature-dim` features per patient), preprocesses it once into the memory (or
 disk) cache, then trains the real model (`fusion.pipeline` + `LitFusion`, Lightning) for `--epochs`
 epochs per setting, all in one run:

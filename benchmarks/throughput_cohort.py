@@ -1,6 +1,6 @@
 """The cohort `throughput.py` trains on: the demo cohort with histology as precomputed feature bags.
 
-Histology as feature files (`fusion.features.store`) is how 2k-tile bags are fed in practice: the
+Histology as feature files (`fusion.io.feature_files`) is how 2k-tile bags are fed in practice: the
 tiles were encoded once by `fusion-extract-features`, so an epoch reads features, not images.
 """
 
@@ -21,7 +21,7 @@ def write_cohort(root: Path, n_patients: int, volume: int, tiles: int, dim: int,
     """The demo cohort with histology as feature files; returns the manifest path. A cohort written
     earlier into ``root`` with the same arguments is reused (``--workdir``: write a large one once)."""
     from fusion.data.synthetic import write_demo_cohort
-    from fusion.features.store import write_features
+    from fusion.io.feature_files import write_features
 
     params = json.dumps({"n": n_patients, "volume": volume, "tiles": tiles, "dim": dim, "seed": seed})
     marker = root / "throughput_cohort.json"

@@ -4,6 +4,6 @@ from fusion.api import compose, predict, train
 from fusion.data.cohort import Cohort, CohortError
 from fusion.modalities.base import Modality, ModalityError
 from fusion.model import FusionModel
+from fusion.version import __version__ as __version__  # the one version source
 
 __all__ = ["Cohort", "CohortError", "FusionModel", "Modality", "ModalityError", "compose", "predict", "train"]
-__version__ = "0.1.0"

@@ -12,12 +12,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from fusion.data.cohort import Cohort, CohortError
 from fusion.data.dataset import Collator, FusionDataset
 from fusion.data.item_store import ItemStore
 from fusion.data.records import PatientRecord, collect_records, without_inputs
 from fusion.data.splits import split_patients
 from fusion.heads.base import Head
+from fusion.io.cohort import Cohort, CohortError
 from fusion.modalities.base import Modality
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class FusionDataModule(L.LightningDataModule):
     cache_dir: folder of the disk cache (``data.cache_dir``), needed for ``disk``.
     num_workers, pin_memory, persistent_workers, prefetch_factor: passed to every DataLoader;
         ``"auto"`` is resolved when a loader is built, from the trainer's device (see `loader_options`).
-    augment_on: where the training augmentation of modalities with `augment_batch` (CT, MRI, PET) runs:
+    augment_on: where the training augmentation of modalities with an `augment_batch` (CT, MRI, PET) runs:
         ``cpu`` (per sample, in `transform`, in the loader workers), ``device`` (per batch, vectorised,
         after the batch reached the training device: `on_after_batch_transfer`) or ``auto`` (device when
         training on CUDA, else cpu). ``device`` needs the trainer to hold this datamodule
@@ -174,7 +174,7 @@ class FusionDataModule(L.LightningDataModule):
                     "trainer.fit(model, datamodule=dm)): augmenting per sample on the CPU instead"
                 )
             return frozenset()
-        return frozenset(name for name, m in self.modalities.items() if hasattr(m, "augment_batch"))
+        return frozenset(name for name, m in self.modalities.items() if m.augments_per_batch)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches: the deferred augmentation, on the present rows, where the batch now is."""

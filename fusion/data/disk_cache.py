@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-import fusion
 from fusion.modalities.base import Modality
+from fusion.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def entry_key(modality: Modality, ref: Any) -> str | None:
     cls = type(modality)
     payload = {
         "format": FORMAT_VERSION,
-        "versions": [fusion.__version__, monai.__version__],
+        "versions": [__version__, monai.__version__],
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "settings": modality.cache_key(),
         "ref": described,

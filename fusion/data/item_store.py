@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fusion.data.cohort import CohortError, Problem
 from fusion.data.disk_cache import DiskCache, NotCacheable, cache_mode, entry_key
 from fusion.data.records import PatientRecord, reference_file
+from fusion.io.cohort import CohortError, Problem
 from fusion.modalities.base import Modality, ModalityError
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fusion.data.cohort import Cohort, Problem
 from fusion.heads.base import Head
+from fusion.io.cohort import Cohort, Problem
 from fusion.modalities.base import Modality
 
 

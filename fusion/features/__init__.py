@@ -1,1 +1,2 @@
-"""Precomputed tile features: one file per patient (features + tile coordinates)."""
+"""Feature extraction: a frozen tile encoder over a cohort's tiles, one feature file per patient
+(the file format itself is `fusion.io.feature_files`)."""

@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fusion.data.cohort import is_missing, read_table
 from fusion.errors import ExtractionError
 from fusion.features.sources import MultiSource, TileSource, make_source
-from fusion.features.store import is_feature_file, write_features
+from fusion.io.cohort import is_missing, read_table
+from fusion.io.feature_files import is_feature_file, write_features
 from fusion.nn.tile_encoders import TileEncoder
 
 log = logging.getLogger("fusion")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion.modalities.histology_inputs import TILE_SUFFIXES, read_tile_image, tile_files
+from fusion.io.tiles import TILE_SUFFIXES, read_tile_image, tile_files
 from fusion.wsi import SLIDE_SUFFIXES
 
 _COORD_NAME = re.compile(r"(?:^|[^a-z0-9])x(\d+)[_\-]y(\d+)(?:[^0-9]|$)", re.IGNORECASE)

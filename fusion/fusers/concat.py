@@ -5,16 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusion.fusers.base import FuserInput, as_tokens, check_every_patient_has_a_modality
+from fusion.fusers.base import Fuser, FuserInput, as_tokens, check_every_patient_has_a_modality
 
 
-class ConcatFuser(nn.Module):
+class ConcatFuser(Fuser):
     """Mean-pool each modality's tokens, zero the absent ones, append presence flags, then an MLP."""
 
     def __init__(self, in_dims: dict[str, int], d_model: int = 64, dropout: float = 0.1):
-        super().__init__()
-        self.names = sorted(in_dims)
-        self.out_dim = d_model
+        super().__init__(in_dims, d_model)
         width = sum(in_dims[n] for n in self.names) + len(self.names)
         self.mlp = nn.Sequential(
             nn.Linear(width, d_model), nn.GELU(), nn.Dropout(dropout), nn.LayerNorm(d_model)

@@ -22,11 +22,16 @@ import itertools
 import torch
 from torch import nn
 
-from fusion.fusers.base import FuserInput, as_tokens, check_every_patient_has_a_modality
-from fusion.fusers.transformer import drop_modalities
+from fusion.fusers.base import (
+    Fuser,
+    FuserInput,
+    as_tokens,
+    check_every_patient_has_a_modality,
+    drop_modalities,
+)
 
 
-class KroneckerFuser(nn.Module):
+class KroneckerFuser(Fuser):
     """Args:
     in_dims: modality name -> feature size of its encoder's tokens.
     d_model: output size.
@@ -47,11 +52,9 @@ class KroneckerFuser(nn.Module):
         dropout: float = 0.1,
         modality_dropout: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(in_dims, d_model)
         if not in_dims:
             raise ValueError("KroneckerFuser needs at least one modality")
-        self.names = sorted(in_dims)
-        self.out_dim = d_model
         self.modality_dropout = modality_dropout
         order = len(self.names) if max_order is None else min(max_order, len(self.names))
         if order < 1:

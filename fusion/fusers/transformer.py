@@ -11,10 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusion.fusers.base import FuserInput, as_tokens, check_every_patient_has_a_modality
+from fusion.fusers.base import (
+    Fuser,
+    FuserInput,
+    as_tokens,
+    check_every_patient_has_a_modality,
+    drop_modalities,
+)
 
 
-class TransformerFuser(nn.Module):
+class TransformerFuser(Fuser):
     """Args:
     in_dims: modality name -> feature size of its encoder's tokens (`Modality.out_dim`).
     d_model, n_heads, n_layers, dim_feedforward, dropout: the `nn.TransformerEncoder`.
@@ -31,11 +37,9 @@ class TransformerFuser(nn.Module):
         dropout: float = 0.1,
         modality_dropout: float = 0.1,
     ):
-        super().__init__()
+        super().__init__(in_dims, d_model)
         if not in_dims:
             raise ValueError("TransformerFuser needs at least one modality")
-        self.names = sorted(in_dims)
-        self.out_dim = d_model
         self.modality_dropout = modality_dropout
         self.project = nn.ModuleDict({n: nn.Linear(in_dims[n], d_model) for n in self.names})
         self.modality_embedding = nn.ParameterDict(
@@ -65,11 +69,3 @@ class TransformerFuser(nn.Module):
         keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=seq.device), *keep], dim=1)
         out = self.encoder(seq, src_key_padding_mask=~keep)
         return self.norm(out[:, 0])
-
-
-def drop_modalities(present: torch.Tensor, p: float) -> torch.Tensor:
-    """Hide each present modality with probability p, never hiding all of a patient's modalities."""
-    drop = torch.rand(present.shape, device=present.device) < p
-    kept = present & ~drop
-    lost_all = ~kept.any(dim=1) & present.any(dim=1)
-    return torch.where(lost_all[:, None], present, kept)

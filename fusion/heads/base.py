@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fusion.data.cohort import Cohort, Problem, is_missing
+from fusion.io.cohort import Cohort, Problem, is_missing
 from fusion.heads.evaluation import EvaluationSettings, HeadEvaluation
 from fusion.metrics.bootstrap import point
 

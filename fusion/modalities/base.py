@@ -9,6 +9,7 @@ A modality owns the whole path from a cohort entry to an embedding:
     fit(items)       learn state (normalisers, vocabularies) from *training* items only
     transform(item)  apply fitted state, plus random augmentation when `train=True`
     collate(items)   batch the items of the patients who *have* this modality
+    augment_batch    optional: the training augmentation of collated rows, on the training device
     build_encoder()  nn.Module: collated batch -> (n, n_tokens, out_dim) or (n, out_dim)
 
 The fuser learns nothing about a modality beyond `out_dim`. Missing data is never an error:
@@ -20,7 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from torch import nn
 from fusion.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fusion.data.cohort import Cohort
+    from fusion.io.cohort import Cohort
 
 ON_ERROR_POLICIES = ("raise", "drop_modality")
 
@@ -56,6 +57,14 @@ class Modality(ABC):
 
     #: True when `fit` learns something; the data module then loads training items to fit on.
     needs_fit: bool = False
+
+    #: Optional batched form of the training augmentation: a method ``augment_batch(data) -> data``
+    #: taking this modality's collated rows (what `collate` returned, moved to the training device)
+    #: and returning them augmented. When ``data.augment_on`` resolves to ``device``, the data module
+    #: gives these items the evaluation `transform` and calls `augment_batch` on each training batch
+    #: instead. None (the default): the modality augments per sample only, in `transform`. A subclass
+    #: that has one defines the method (`ImagingModality.augment_batch`); ask `augments_per_batch`.
+    augment_batch: Callable[[Any], Any] | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Modality:
         # the constructor arguments, so that `init_config` can rebuild this instance in another process
@@ -101,6 +110,11 @@ class Modality(ABC):
     def collate(self, items: list[Any]) -> Any:
         """Batch the items of the patients who have this modality. Default: stack tensors."""
         return torch.stack([torch.as_tensor(x) for x in items])
+
+    @property
+    def augments_per_batch(self) -> bool:
+        """Whether this modality has a batched training augmentation (`augment_batch` is defined)."""
+        return self.augment_batch is not None
 
     def cache_key(self) -> str:
         """Stable JSON of the settings `load` depends on; part of the disk-cache key (`data.cache=disk`).

@@ -20,15 +20,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fusion.data.cohort import is_missing
-from fusion.modalities import genomic_io
-from fusion.modalities.gmt import read_gmt
+from fusion.io import genomic
+from fusion.io.cohort import is_missing
+from fusion.io.gmt import read_gmt
 from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
 from fusion.nn.pathways import PathwayEncoder
 from fusion.nn.snn import SNN
 
 if TYPE_CHECKING:
-    from fusion.data.cohort import Cohort
+    from fusion.io.cohort import Cohort
 
 FORMATS = ("matrix", "maf")
 VALUE_TYPES = ("expression", "binary", "cnv")
@@ -96,7 +96,7 @@ class GenomicsModality(TableModality):
         where = f"modality '{name}'"
         for key, value, allowed in (
             ("format", format, FORMATS),
-            ("orientation", orientation, genomic_io.ORIENTATIONS),
+            ("orientation", orientation, genomic.ORIENTATIONS),
             ("value_type", value_type or "binary", VALUE_TYPES),
             ("missing_genes", missing_genes, MISSING_GENES),
             ("maf_patients_without_calls", maf_patients_without_calls, WITHOUT_CALLS),
@@ -115,8 +115,8 @@ class GenomicsModality(TableModality):
         if genes is not None and gene_list is not None:
             raise ValueError(f"{where}: give genes or gene_list, not both")
         self.genes: list[str] | None = None if genes is None else [str(g) for g in genes]
-        if self.genes is not None and genomic_io.duplicates(self.genes):
-            raise ValueError(f"{where}: genes listed twice: {genomic_io.duplicates(self.genes)}")
+        if self.genes is not None and genomic.duplicates(self.genes):
+            raise ValueError(f"{where}: genes listed twice: {genomic.duplicates(self.genes)}")
         if self.genes is not None and not self.genes:
             raise ValueError(f"{where}: genes is an empty list (use null for all columns)")
         if top_k_variance is not None and int(top_k_variance) < 1:
@@ -160,16 +160,16 @@ class GenomicsModality(TableModality):
         if self.gene_sets is not None:
             self._gene_sets_path = cohort.resolve(self.gene_sets)
         if self.gene_list is not None and not self._restored and self._requested is None:
-            self._requested = genomic_io.read_gene_list(cohort.resolve(self.gene_list))
+            self._requested = genomic.read_gene_list(cohort.resolve(self.gene_list))
             self.genes = list(self._requested)
         sequenced: set[str] = set()
         if self.format == "maf":
-            classes = genomic_io.NON_SILENT_CLASSES if self.variant_classes is None else self.variant_classes
-            frame, sequenced = genomic_io.read_maf(path, classes, self.sample_to_patient, self.barcode_chars)
+            classes = genomic.NON_SILENT_CLASSES if self.variant_classes is None else self.variant_classes
+            frame, sequenced = genomic.read_maf(path, classes, self.sample_to_patient, self.barcode_chars)
         elif self.orientation == "genes_by_patients":
-            frame = genomic_io.read_matrix(path, self.orientation)
+            frame = genomic.read_matrix(path, self.orientation)
         else:
-            dup = genomic_io.duplicates(genomic_io.raw_header(path))
+            dup = genomic.duplicates(genomic.raw_header(path))
             if dup:
                 raise ValueError(f"table '{path}': duplicate gene columns {dup}")
             frame = cohort.table(path)

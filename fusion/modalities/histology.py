@@ -3,7 +3,7 @@
 The manifest column (default ``histology``) holds, per patient, either (``input: tiles``) a folder
 of tile images (``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``; hidden files are ignored),
 embedded end to end by a tile CNN, or (``input: features``) a feature file written by
-``fusion-extract-features`` (`fusion.features.store`), embedded by a linear projection. One cohort
+``fusion-extract-features`` (`fusion.io.feature_files`), embedded by a linear projection. One cohort
 uses one kind (the encoders differ). Whole slides are not read here: extract features first.
 The number of tiles varies per patient, so a batch is a padded bag plus a mask, and the encoder
 attends only to real tiles: a patient's embedding does not depend on who else is in the batch.
@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusion.features.store import is_feature_file
+from fusion.io.feature_files import is_feature_file
+from fusion.io.tiles import read_tiles
 from fusion.modalities.base import Modality
 from fusion.modalities.histology_inputs import (
     DEFAULT_MEAN,
@@ -29,10 +30,10 @@ from fusion.modalities.histology_inputs import (
     hed_jitter,
     load_feature_bag,
     pad_bags,
-    read_tiles,
     reference_problem,
 )
-from fusion.nn.mil import AGGREGATORS, FeatureBagEncoder, make_aggregator, pad_feature_bags
+from fusion.nn.bag_encoder import AGGREGATORS, FeatureBagEncoder, make_aggregator
+from fusion.nn.bags import pad_feature_bags
 from fusion.nn.tile_cnn import TileCNN
 
 

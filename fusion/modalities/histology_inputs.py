@@ -1,6 +1,7 @@
 """Histology inputs per patient: a folder of tile images or a precomputed feature file.
 
-Reading, checking, augmenting and padding bags of tiles or of tile features; `HistologyModality`
+Checking, augmenting and padding bags of tiles or of tile features (tile images are read by
+`fusion.io.tiles`, feature files by `fusion.io.feature_files`); `HistologyModality`
 (fusion/modalities/histology.py) chooses between them by its `input` setting.
 """
 
@@ -10,14 +11,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from fusion.features.store import FEATURE_SUFFIXES, HDF5_SUFFIXES, is_feature_file, read_features
+from fusion.io.feature_files import FEATURE_SUFFIXES, HDF5_SUFFIXES, is_feature_file, read_features
+from fusion.io.tiles import TILE_SUFFIXES, is_tile
 
-TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Channel statistics used until `fit` has seen the training tiles (ImageNet's, in [0, 1] units).
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -31,44 +30,6 @@ INPUTS = ("tiles", "features")
 #: Used when `fusion.wsi` is not importable; the error for a slide path needs only the names.
 # whole-slide formats (broader than fusion.wsi reads): named only to tell the user to extract features first
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
-
-
-def is_tile(path: Path) -> bool:
-    """A tile image by suffix (case-insensitive); hidden files such as macOS ``._x.png`` are not."""
-    return path.suffix.lower() in TILE_SUFFIXES and not path.name.startswith(".")
-
-
-def tile_files(folder: Path) -> list[Path]:
-    """The tile images of a folder, sorted by name."""
-    return sorted((p for p in folder.iterdir() if is_tile(p)), key=lambda p: p.name)
-
-
-def read_tiles(folder: str | Path, tile_size: int) -> torch.Tensor:
-    """All tiles of ``folder`` as uint8 (N, 3, tile_size, tile_size); ValueError naming the bad path."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise ValueError(f"tile folder does not exist: {folder}")
-    if not folder.is_dir():
-        raise ValueError(f"expected a folder of tile images, got a file: {folder}")
-    files = tile_files(folder)
-    if not files:
-        raise ValueError(f"no tile images ({', '.join('*' + s for s in TILE_SUFFIXES)}) in folder: {folder}")
-    out = np.empty((len(files), tile_size, tile_size, 3), dtype=np.uint8)
-    for i, file in enumerate(files):
-        out[i] = read_tile_image(file, tile_size)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def read_tile_image(file: Path, size: int) -> np.ndarray:
-    """One tile as RGB uint8 (size, size, 3), resized if needed; ValueError naming the file if unreadable."""
-    try:
-        with Image.open(file) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read tile image '{file}': {exc}") from exc
 
 
 def dihedral_augment(tiles: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,8 @@ from monai.transforms import (
 )
 from torch import nn
 
-from fusion.data.batch_memory import stack
 from fusion.modalities.base import Modality
+from fusion.modalities.batch_memory import stack
 from fusion.modalities.imaging_batch_augment import BatchAugment, seeded_call
 from fusion.modalities.imaging_options import (
     build_augmentations,

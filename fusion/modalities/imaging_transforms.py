@@ -2,7 +2,7 @@
 
 Kept apart from the modality class so each piece is testable on its own:
 `read_volume` (one NIfTI file or DICOM series -> validated channel-first MetaTensor; DICOM series
-selection, slice-grid checks and multi-frame files in `dicom_series`, PET SUV in `pet_suv`),
+selection, slice-grid checks and multi-frame files in `fusion.io.dicom_series`, PET SUV in `pet_suv`),
 `find_sequence` (MRI sequence files in a folder), `intensity_transform` (per-kind scaling) and
 `augmentation` (train-only random transforms).
 """
@@ -34,7 +34,7 @@ from monai.transforms import (
 )
 from pydicom.pixels import pixel_array
 
-from fusion.modalities.dicom_series import (
+from fusion.io.dicom_series import (
     Series,
     affine_ras,
     dicom_files,  # noqa: F401  (re-exported: imaging.py checks folders with it)
@@ -162,7 +162,7 @@ def read_volume(path: Path, series: str | None = None, kind: str | None = None) 
     """One scan (NIfTI file or DICOM series folder/file) as a channel-first float32 MetaTensor (C, X, Y, Z).
 
     `series` picks one series of a DICOM folder holding several: a regular expression searched
-    case-insensitively in SeriesDescription (see `dicom_series.select_series`). `kind` ``pet``
+    case-insensitively in SeriesDescription (see `fusion.io.dicom_series.select_series`). `kind` ``pet``
     converts DICOM PET to body-weight SUV from its header (`pet_suv.to_suv`; warns and keeps the
     stored values when the header lacks what SUV needs); NIfTI PET is taken to hold SUV already.
     Raises ValueError naming the file for anything broken: missing, empty, unreadable, several

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fusion.data.cohort import is_missing
+from fusion.io.cohort import is_missing
 from fusion.modalities.base import Modality
 
 if TYPE_CHECKING:
-    from fusion.data.cohort import Cohort
+    from fusion.io.cohort import Cohort
 
 
 class TableModality(Modality):

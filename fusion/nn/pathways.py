@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from fusion.modalities.gmt import restrict_gene_sets
+from fusion.io.gmt import restrict_gene_sets
 from fusion.nn.noise import GaussianNoise
 
 

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from fusion.nn.mil import checked_bag_mask
+from fusion.nn.bags import checked_bag_mask
 
 
 def _landmark_segments(mask: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,10 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import fusion
-from fusion.data.batch_memory import stack
 from fusion.data.cohort import Cohort
 from fusion.data.datamodule import FusionDataModule
 from fusion.data.synthetic import write_demo_cohort
+from fusion.modalities.batch_memory import stack
 from fusion.pipeline import build_datamodule, build_heads, build_modalities, build_model
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from fusion.errors import ConfigError
 from fusion.features.extract import ExtractionError, autocast_dtype, encode_source, extract_cohort
 from fusion.features.sources import FolderSource, make_source, parse_coords
-from fusion.features.store import read_features
+from fusion.io.feature_files import read_features
 from fusion.nn.tile_encoders import build_tile_encoder
 
 TILE = 32
@@ -47,7 +47,7 @@ def cohort(tmp_path: Path) -> Path:
     root = tmp_path / "cohort"
     _tiles(root / "tiles" / "p1", 5, named=True, seed=1)
     _tiles(root / "tiles" / "p2", 3, named=False, seed=2)
-    from fusion.features.store import write_features
+    from fusion.io.feature_files import write_features
 
     write_features(root / "given" / "p4.safetensors", torch.ones(2, 16), torch.zeros(2, 2), {"encoder": "x"})
     (root / "ct").mkdir()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fusion.features.store import is_feature_file, read_features, write_features
+from fusion.io.feature_files import is_feature_file, read_features, write_features
 
 
 @pytest.mark.parametrize("name", ["bag.safetensors", "bag.h5"])

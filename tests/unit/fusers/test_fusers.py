@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from fusion.fusers import ConcatFuser, KroneckerFuser, TransformerFuser
-from fusion.fusers.base import MissingAllModalitiesError
-from fusion.fusers.transformer import drop_modalities
+from fusion.fusers.base import MissingAllModalitiesError, drop_modalities
 
 
 def _inputs(batch=4):

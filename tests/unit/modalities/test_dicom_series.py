@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedCTImageStorage, generate_uid
 
-from fusion.modalities.dicom_series import scan_folder
+from fusion.io.dicom_series import scan_folder
 from fusion.modalities.imaging_transforms import read_volume
 
 TEMPLATE = pydicom.dcmread(get_testdata_file("CT_small.dcm"))

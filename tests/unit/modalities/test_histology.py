@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from fusion.data.cohort import Cohort
-from fusion.features.store import write_features
+from fusion.io.feature_files import write_features
 from fusion.modalities.histology import HistologyEncoder, HistologyModality
 from fusion.modalities.histology_inputs import dihedral_augment, hed_jitter
-from fusion.nn.mil import FeatureBagEncoder
+from fusion.nn.bag_encoder import FeatureBagEncoder
 from fusion.nn.tile_cnn import TileCNN
 from fusion.nn.transmil import TransMIL
 

@@ -7,7 +7,9 @@ import copy
 import pytest
 import torch
 
-from fusion.nn.mil import FeatureBagEncoder, GatedAttentionMIL, make_aggregator, pad_feature_bags
+from fusion.nn.bag_encoder import FeatureBagEncoder, make_aggregator
+from fusion.nn.bags import pad_feature_bags
+from fusion.nn.mil import GatedAttentionMIL
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fusion.modalities.gmt import read_gmt, restrict_gene_sets
+from fusion.io.gmt import read_gmt, restrict_gene_sets
 from fusion.nn.pathways import PathwayEncoder
 
 GENES = [f"G{i}" for i in range(12)]

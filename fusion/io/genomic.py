@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fusion.data.cohort import is_missing, read_table
+from fusion.io.cohort import is_missing, read_table
 
 ORIENTATIONS = ("patients_by_genes", "genes_by_patients")
 MAF_REQUIRED = ("Hugo_Symbol", "Tumor_Sample_Barcode")
