@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fusion.cli.common import report_user_errors
-from fusion.validation import validate_cohort
+from fusion.cohort_check import validate_cohort
 
 
 @hydra.main(version_base="1.3", config_path="pkg://fusion.conf", config_name="validate")

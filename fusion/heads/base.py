@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fusion.io.cohort import Cohort, Problem, is_missing
 from fusion.heads.evaluation import EvaluationSettings, HeadEvaluation
+from fusion.io.cohort import Cohort, Problem, is_missing
 from fusion.metrics.bootstrap import point
 
 #: per-epoch metrics: the cheap metrics of `evaluate(full=False)`, no bootstrap
