@@ -40,10 +40,16 @@ def test_every_modality_and_head_instantiates():
     # the defaults are the demo's six; opt-in configs (rna, mutations, cnv) need tables the demo lacks
     assert set(cfg.modality) <= set(_options("modality"))
     assert {"ct", "mri", "pet", "histology", "genomics", "ehr"} == set(cfg.modality)
-    assert set(cfg.head) == set(_options("head"))
+    # the defaults are the demo's three; pfs (progression-free survival) is opt-in
+    assert set(cfg.head) == {"grade", "survival", "response"} and set(cfg.head) < set(_options("head"))
     modalities = build_modalities(cfg)
     assert all(isinstance(m, Modality) and m.out_dim > 0 for m in modalities.values())
     assert set(build_heads(cfg)) == {"grade", "survival", "response"}
+    every_head = build_heads(_compose("data.manifest=x.csv", f"head=[{','.join(_options('head'))}]"))
+    assert {name: h.prediction_columns for name, h in every_head.items() if name in ("survival", "pfs")} == {
+        "survival": ["risk"],
+        "pfs": ["pfs_risk"],
+    }
 
 
 @pytest.mark.parametrize("fuser", _options("fuser"))
