@@ -1,9 +1,18 @@
-"""Errors that mean "the user's config or cohort needs fixing", reported without a traceback."""
+"""Errors that mean "the user's config or cohort needs fixing", reported without a traceback.
+
+Every such error derives from `FusionError`; the console commands catch that one class and print the
+message on one line (exit status 1), keeping tracebacks for real bugs. Each also derives from the
+built-in class it refines (ValueError), so `except ValueError` in user code keeps working.
+"""
 
 
-class ConfigError(ValueError):
+class FusionError(Exception):
+    """Base class: bad input or settings, with a message that names what and where to fix."""
+
+
+class ConfigError(FusionError, ValueError):
     """A config value that cannot work (no cohort given, nothing selected, names that disagree)."""
 
 
-class ExtractionError(ValueError):
+class ExtractionError(FusionError, ValueError):
     """A patient's tiles could not be read or encoded; names the patient, the file and the problem."""

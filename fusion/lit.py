@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from fusion.distributed import gather_dict, gather_list
+from fusion.errors import ConfigError
 from fusion.model import FusionModel
 from fusion.optim import (
     OptimizerFactory,
@@ -57,9 +58,9 @@ class LitFusion(L.LightningModule):
     ):
         super().__init__()
         if unimodal_weight < 0:
-            raise ValueError(f"loss.unimodal_weight must be >= 0, got {unimodal_weight}")
+            raise ConfigError(f"loss.unimodal_weight must be >= 0, got {unimodal_weight}")
         if optimizer is not None and (lr is not None or weight_decay is not None):
-            raise ValueError(
+            raise ConfigError(
                 "lr and weight_decay configure the default AdamW: set them in the optimizer partial"
             )
         self.model = model

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fusion.errors import ConfigError
 from fusion.fusers.base import as_tokens
 from fusion.heads.base import Head
 
@@ -40,7 +41,7 @@ class FusionModel(nn.Module):
     ):
         super().__init__()
         if output not in OUTPUTS:
-            raise ValueError(f"model.output must be one of {list(OUTPUTS)}, got {output!r}")
+            raise ConfigError(f"model.output must be one of {list(OUTPUTS)}, got {output!r}")
         self.output = output
         if set(encoders) != set(out_dims):
             raise ValueError(

@@ -18,6 +18,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fusion.errors import ConfigError
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
@@ -51,7 +53,7 @@ def scheduler_factory(scheduler: SchedulerFactory | str | None) -> SchedulerFact
         return scheduler
     if scheduler == "cosine":
         return functools.partial(cosine_annealing, eta_min_ratio=DEFAULT_ETA_MIN_RATIO)
-    raise ValueError(
+    raise ConfigError(
         f"optim.scheduler must be a _partial_ scheduler config, 'cosine' or null, got {scheduler!r}"
     )
 

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from fusion.data.cohort import CohortError
-from fusion.errors import ConfigError, ExtractionError
-from fusion.fusers.base import MissingAllModalitiesError
-from fusion.modalities.base import ModalityError
+from fusion.errors import FusionError
 
-USER_ERRORS = (
-    CohortError,
-    ConfigError,
-    ExtractionError,
-    ModalityError,
-    MissingAllModalitiesError,
-    FileNotFoundError,
-    FileExistsError,
-)
-log = logging.getLogger("fusion")
+#: the user's to fix: a FusionError (bad cohort, config, modality input, ...) or a path that is not there
+USER_ERRORS = (FusionError, FileNotFoundError, FileExistsError)
 
 
 def report_user_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,6 +16,7 @@ from fusion.data.dataset import Collator, FusionDataset
 from fusion.data.item_store import ItemStore
 from fusion.data.records import PatientRecord, collect_records, without_inputs
 from fusion.data.splits import split_patients
+from fusion.errors import ConfigError
 from fusion.heads.base import Head
 from fusion.io.cohort import Cohort, CohortError
 from fusion.modalities.base import Modality
@@ -70,11 +71,11 @@ class FusionDataModule(L.LightningDataModule):
         if prefetch_factor is not None and (
             isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, int) or prefetch_factor < 1
         ):
-            raise ValueError(f"data.prefetch_factor must be a positive int or null, got {prefetch_factor!r}")
+            raise ConfigError(f"data.prefetch_factor must be a positive int or null, got {prefetch_factor!r}")
         self.prefetch_factor = prefetch_factor
         self.fit_modalities = fit_modalities
         if augment_on not in AUGMENT_ON:
-            raise ValueError(f"data.augment_on must be one of {list(AUGMENT_ON)}, got {augment_on!r}")
+            raise ConfigError(f"data.augment_on must be one of {list(AUGMENT_ON)}, got {augment_on!r}")
         self.augment_on = augment_on
         self.deferred: frozenset[str] = frozenset()  # augmented per batch on the device (train loader)
         self.store = ItemStore(modalities, cache=cache, cache_dir=cache_dir)
@@ -104,7 +105,7 @@ class FusionDataModule(L.LightningDataModule):
             p for ids in splits.values() for p in ids if p not in by_id and p not in self.excluded
         )
         if unknown:
-            raise ValueError(f"split names patients absent from the manifest: {unknown[:10]}")
+            raise ConfigError(f"split names patients absent from the manifest: {unknown[:10]}")
         self.records = {name: [by_id[p] for p in ids if p in by_id] for name, ids in splits.items()}
         for name, recs in self.records.items():
             log.info("%s: %d patients", name, len(recs))
@@ -133,7 +134,7 @@ class FusionDataModule(L.LightningDataModule):
                 continue
             items = [item for r in train if (item := self.store.get(r, name)) is not None]
             if not items:
-                raise ValueError(f"modality '{name}': no training patient has it, so it cannot be fitted")
+                raise ConfigError(f"modality '{name}': no training patient has it, so it cannot be fitted")
             modality.fit(items)
 
     # ---------------------------------------------------------------- loaders
@@ -218,7 +219,7 @@ def check_workers(value: int | str) -> int | str:
     if value == "auto":
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"data.num_workers must be an int >= 0 or 'auto', got {value!r}")
+        raise ConfigError(f"data.num_workers must be an int >= 0 or 'auto', got {value!r}")
     return value
 
 
@@ -227,7 +228,7 @@ def check_flag(key: str, value: bool | str, auto: bool = True) -> bool | str:
     if isinstance(value, bool) or (auto and value == "auto"):
         return value
     allowed = "true, false or 'auto'" if auto else "true or false"
-    raise ValueError(f"data.{key} must be {allowed}, got {value!r}")
+    raise ConfigError(f"data.{key} must be {allowed}, got {value!r}")
 
 
 def usable_cpus() -> int:

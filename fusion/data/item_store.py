@@ -23,6 +23,7 @@ from typing import Any
 
 from fusion.data.disk_cache import DiskCache, NotCacheable, cache_mode, entry_key
 from fusion.data.records import PatientRecord, reference_file
+from fusion.errors import ConfigError
 from fusion.io.cohort import CohortError, Problem
 from fusion.modalities.base import Modality, ModalityError
 
@@ -52,7 +53,7 @@ class ItemStore:
         self.threads = threads or min(8, os.cpu_count() or 1)
         self.mode = cache_mode(cache)
         if self.mode == "disk" and not cache_dir:
-            raise ValueError("data.cache=disk needs data.cache_dir (the folder that holds the cache)")
+            raise ConfigError("data.cache=disk needs data.cache_dir (the folder that holds the cache)")
         self.disk = DiskCache(cache_dir) if self.mode == "disk" else None
         self.items: dict[tuple[str, str], Any] = {}  # kept in memory (None = dropped)
         self.keys: dict[tuple[str, str], str] = {}  # on disk: the entry's key

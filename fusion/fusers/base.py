@@ -11,6 +11,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from fusion.errors import FusionError
+
 FuserInput = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -42,7 +44,7 @@ class Fuser(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
 
-class MissingAllModalitiesError(ValueError):
+class MissingAllModalitiesError(FusionError, ValueError):
     """A sample reached the fuser with no modality at all: there is nothing to predict from."""
 
 

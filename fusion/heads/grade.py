@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix
 from torch import nn
 
+from fusion.errors import ConfigError
 from fusion.heads.base import Head
 from fusion.heads.evaluation import EvaluationSettings, Figure, HeadEvaluation, plot, roc_points, scored_rows
 from fusion.metrics import weighted_classification as wc
@@ -38,9 +39,9 @@ class GradeHead(Head):
         self.columns = (column,)
         self.classes = [_canonical(c) for c in classes]
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
-            raise ValueError(f"grade head: classes must be >= 2 distinct values, got {list(classes)}")
+            raise ConfigError(f"grade head: classes must be >= 2 distinct values, got {list(classes)}")
         if class_weights is not None and len(class_weights) != len(self.classes):
-            raise ValueError(
+            raise ConfigError(
                 f"grade head: {len(class_weights)} class_weights for {len(self.classes)} classes"
             )
         self.register_buffer(

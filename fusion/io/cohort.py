@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fusion.errors import FusionError
+
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
@@ -34,7 +36,7 @@ class Problem:
         return (", ".join(parts) + ": " if parts else "") + self.message
 
 
-class CohortError(ValueError):
+class CohortError(FusionError, ValueError):
     """Raised with *every* problem found, so a user fixes them all in one pass."""
 
     def __init__(self, problems: list[Problem], source: str = "cohort"):

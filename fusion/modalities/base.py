@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from fusion.errors import ConfigError
+from fusion.errors import ConfigError, FusionError
 
 if TYPE_CHECKING:
     from fusion.io.cohort import Cohort
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 ON_ERROR_POLICIES = ("raise", "drop_modality")
 
 
-class ModalityError(ValueError):
+class ModalityError(FusionError, ValueError):
     """A broken input (not a missing one): names the patient, the modality, the file and the problem."""
 
     def __init__(self, patient_id: str, modality: str, problem: str, file: str | Path | None = None):
