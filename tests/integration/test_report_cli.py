@@ -78,6 +78,18 @@ def test_logged_cindex_equals_the_evaluation_of_the_written_predictions(run, tin
     assert metrics["test/survival_cindex"] == pytest.approx(value, abs=1e-6)
 
 
+def test_every_logged_test_metric_equals_metrics_json(run):
+    """One implementation per metric: what the LightningModule logged for the test split (its epoch
+    metrics, csv/metrics.csv) is exactly what metrics.json reports beside the bootstrap CIs."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    logged = pd.read_csv(run / "csv" / "metrics.csv")
+    keys = [c for c in logged.columns if c.startswith("test/") and c not in ("test/loss", "test/score")]
+    assert set(keys) >= {"test/grade_auroc", "test/grade_balanced_accuracy", "test/survival_cindex"}
+    for key in keys:
+        value = logged[key].dropna().iloc[-1]  # the test run on the best checkpoint
+        assert metrics[key] == pytest.approx(value, rel=1e-6), key  # the CSV logger rounds to float32
+
+
 def test_report_folder_embeds_every_figure(run):
     report = run / "report"
     markdown = (report / "report.md").read_text()
