@@ -1,4 +1,4 @@
-"""fusion: multimodal deep learning for oncology (DESIGN §5 is the contract of this API)."""
+"""fusion: multimodal deep learning for oncology (the README's "Python API" section is the contract)."""
 
 from fusion.api import compose, predict, train
 from fusion.data.cohort import Cohort, CohortError

@@ -1,4 +1,4 @@
-"""fusion-train: fit on the train split, select on val, evaluate on test (DESIGN §4)."""
+"""fusion-train: fit on the train split, select on val, evaluate on test (README: Commands)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A cohort: a manifest table (one row per patient) plus tables keyed by patient_id.
 
-See DESIGN §3. The cohort only reads tables and resolves paths; what a path or a table row
-means is each modality's business, and what a label means is each head's.
+The format is the README's "The cohort you bring". The cohort only reads tables and resolves paths;
+what a path or a table row means is each modality's business, and what a label means is each head's.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metric functions on whole-set predictions (DESIGN §4 names them)."""
+"""Metric functions: count-weighted (bootstrap-ready) implementations and their point estimates."""
 
 from fusion.metrics.classification import balanced_accuracy, binary_auroc, macro_auroc
 from fusion.metrics.survival import harrell_cindex

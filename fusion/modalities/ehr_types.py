@@ -7,8 +7,8 @@ ordinal      ordered categories given in config (``{stage: [I, II, III, IV]}``) 
              the levels is an error, not a silent new category (a typo such as 'IIII' must not pass)
 boolean      true/false, yes/no, 1/0 (case-insensitive) -> 1/0, then like a numeric column
 
-Only numeric and categorical are inferred (numbers -> numeric, else categorical), as DESIGN §3 says;
-ordinal and boolean are always declared.
+Only numeric and categorical are inferred (numbers -> numeric, else categorical), as the README's
+cohort section says; ordinal and boolean are always declared.
 """
 
 from __future__ import annotations

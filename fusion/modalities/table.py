@@ -1,8 +1,8 @@
 """Base for modalities that come from their own table keyed by patient_id (genomics, EHR).
 
-DESIGN §3: by default the table is `<name>.csv|.tsv|.parquet` beside the manifest, any other
-path via `table=PATH` (relative to the manifest folder). A patient absent from the table has
-the modality missing; that is not an error.
+As the README's cohort section says: by default the table is `<name>.csv|.tsv|.parquet` beside the
+manifest, any other path via `table=PATH` (relative to the manifest folder). A patient absent from the
+table has the modality missing; that is not an error.
 """
 
 from __future__ import annotations

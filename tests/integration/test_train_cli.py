@@ -1,4 +1,4 @@
-"""fusion-train through Hydra on a tiny generated cohort, and the files it writes (DESIGN §4)."""
+"""fusion-train through Hydra on a tiny generated cohort, and the files it writes (README: Commands)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def trained(tiny_cohort, tmp_path_factory):
 
 
 def _reference_test_metrics(predictions: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
-    """The DESIGN test metrics recomputed from predictions_test.csv and the manifest's labels with
+    """The README's test metric keys recomputed from predictions_test.csv and the manifest's labels with
     scikit-learn and lifelines, not with the package's own metric code."""
     table = predictions.merge(manifest, on="patient_id", how="left", validate="one_to_one")
     probs = table[["grade_prob_0", "grade_prob_1", "grade_prob_2"]].to_numpy()
@@ -61,7 +61,7 @@ def test_train_writes_metrics_predictions_and_checkpoints(trained, tiny_cohort):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics) >= EXPECTED_KEYS
     # The seeded 26/6/8 split of the 40-patient cohort puts all three grades, both response classes and
-    # comparable survival pairs in val and in test: every DESIGN metric is defined, none may be None.
+    # comparable survival pairs in val and in test: every README metric is defined, none may be None.
     for key in sorted(EXPECTED_KEYS):
         value = metrics[key]
         assert isinstance(value, float) and 0.0 <= value <= 1.0, (key, value)

@@ -1,4 +1,4 @@
-"""`write_demo_cohort`: the synthetic demo cohort as a folder of real files (DESIGN §3 layout).
+"""`write_demo_cohort`: the synthetic demo cohort as a folder of real files (the README's cohort layout).
 
     manifest.csv  genomics.csv  ehr.csv  truth.csv  cohort.json
     ct/<pid>/<random hex>.dcm      mri/<pid>/{t1,t2,flair}.nii.gz
