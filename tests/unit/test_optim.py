@@ -20,39 +20,18 @@ import fusion
 from fusion.data.dataset import Collator
 from fusion.data.synthetic import write_demo_cohort
 from fusion.fusers import TransformerFuser
-from fusion.heads import GradeHead, ResponseHead, SurvivalHead
 from fusion.lit import LitFusion
-from fusion.modalities.base import Modality
 from fusion.model import FusionModel
 from fusion.optim import build_scheduler, cosine_annealing, optim_kwargs
+from tests.unit.distributed.ddp_toy import parts
 
 # what the configs of runs before the optim/ partials stored (and checkpoints still carry)
 LEGACY_OPTIM = {"lr": 1.0e-3, "weight_decay": 1.0e-2, "scheduler": "cosine"}
 
 
-class Vector(Modality):
-    def __init__(self, name: str, dim: int):
-        super().__init__(name)
-        self.dim = dim
-
-    def load(self, ref):
-        return ref
-
-    def build_encoder(self):
-        return nn.Linear(self.dim, 8)
-
-    @property
-    def out_dim(self):
-        return 8
-
-
 def _parts() -> tuple[dict, dict]:
-    heads = {
-        "grade": GradeHead(16, classes=[1, 2, 3]),
-        "survival": SurvivalHead(16),
-        "response": ResponseHead(16),
-    }
-    return {"a": Vector("a", 4)}, heads
+    modalities, heads = parts()
+    return {"a": modalities["a"]}, heads
 
 
 def _model(embedding: bool = False) -> FusionModel:

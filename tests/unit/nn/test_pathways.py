@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from fusion.io.gmt import read_gmt, restrict_gene_sets
 from fusion.nn.pathways import PathwayEncoder
+from tests.op_count import CountOps
 
 GENES = [f"G{i}" for i in range(12)]
 SETS = {"A": ["G0", "G1", "G2"], "B": ["G2", "G3", "G4", "G5", "G6"], "C": ["G7"]}  # G8..G11 in no set
@@ -113,18 +113,6 @@ def test_gradients_reach_every_set_and_skip_padding():
     assert (x.grad.abs().sum(0) > 0).all()  # every gene reaches a token (other_token=True)
 
 
-class _CountOps(TorchDispatchMode):
-    """Counts the ATen operations run while active (forward and autograd's backward)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _ops_for_forward_and_backward(n_sets: int) -> tuple[int, tuple[int, ...]]:
     genes = [f"g{i}" for i in range(4000)]
     gen = torch.Generator().manual_seed(0)
@@ -134,7 +122,7 @@ def _ops_for_forward_and_backward(n_sets: int) -> tuple[int, tuple[int, ...]]:
     torch.manual_seed(0)
     enc = PathwayEncoder(genes, sets, d_token=16, hidden=8, dropout=0.0)
     x = torch.randn(16, 4000)
-    with _CountOps() as counter:
+    with CountOps() as counter:
         out = enc(x)
         out.sum().backward()
     assert all(p.grad is not None for p in enc.parameters())

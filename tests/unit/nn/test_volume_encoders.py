@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from torch.nn import TransformerEncoderLayer
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from fusion.nn.volume import VOLUME_ENCODERS, CheckpointedSequential, build_volume_encoder
+from tests.op_count import CountOps
 
 FAST = ["cnn", "resnet10", "resnet50", "densenet121", "vit"]
 SLOW = ["resnet18", "resnet34"]  # same BasicBlock family as resnet10, just deeper
@@ -45,22 +45,12 @@ def test_cnn_is_size_agnostic_and_trains() -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
 
 
-class _CountOps(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _cnn_step_cost(batch_size: int) -> tuple[int, int]:
     """(floating-point operations, ATen operations) of one forward + backward of the default cnn at 32^3."""
     torch.manual_seed(0)
     encoder = build_volume_encoder("cnn", 1, 64, (32, 32, 32))
     batch = torch.randn(batch_size, 1, 32, 32, 32)
-    with FlopCounterMode(display=False) as flops, _CountOps() as ops:
+    with FlopCounterMode(display=False) as flops, CountOps() as ops:
         encoder(batch).sum().backward()
     return flops.get_total_flops(), ops.ops
 
