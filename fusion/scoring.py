@@ -81,6 +81,7 @@ def evaluate_training_run(
     Every rank must call it under DDP (predicting is collective); None on ranks other than 0."""
     references: dict[str, dict[str, Any]] = {}
     train = datamodule.records.get("train")
+    # predicting the training split costs a pass over it: only when some head fits a reference from it
     if train and any(type(h).fit_reference is not Head.fit_reference for h in heads.values()):
         train_frame = predict_frame(trainer, lit, datamodule.loader("train"), ckpt)
         references = fit_references(train_frame, labels_by_head(train, heads), heads)
