@@ -104,12 +104,13 @@ def test_user_modality_trains_and_predicts_via_hydra(cohort_copy, tmp_path):
     assert_radiomics_is_used(run / "checkpoints" / "last.ckpt", cohort_copy, tmp_path, run_predict)
 
 
-def test_instances_round_trip_through_the_checkpoint(cohort_copy, tmp_path):
-    """`fusion.train(cfg, modalities=[instances])` with `modality=[]` in the overrides, then
+@pytest.mark.parametrize("selection", ["modality=[]", "modality=[ct,ehr]"])
+def test_instances_round_trip_through_the_checkpoint(cohort_copy, tmp_path, selection):
+    """`fusion.train(cfg, modalities=[instances])`, whether the config selects no modality or others, then
     `fusion.predict(best checkpoint, manifest)` in a fresh process predicts every patient, exactly as the
     training process does."""
     manifest = add_radiomics(cohort_copy)
-    cfg = fusion.compose([f"data.manifest={cohort_copy}", *tiny_overrides("modality=[]")])
+    cfg = fusion.compose([f"data.manifest={cohort_copy}", *tiny_overrides(selection)])
     instances = [RadiomicsModality(embed_dim=8), GenomicsModality(name="genomics", embed_dim=16)]
     result = fusion.train(cfg, output_dir=tmp_path / "run", modalities=instances)
     assert result.best_checkpoint is not None and result.best_checkpoint.exists()
@@ -124,6 +125,7 @@ def test_instances_round_trip_through_the_checkpoint(cohort_copy, tmp_path):
     )
     assert recorded["modality"]["radiomics"]["embed_dim"] == 8
     assert recorded["modality"]["genomics"]["embed_dim"] == 16
+    assert set(recorded["modality"]) == {"radiomics", "genomics"}  # the instances replace the selection
 
     here = fusion.predict(result.best_checkpoint, cohort_copy)
     fresh = predict_in_fresh_process(result.best_checkpoint, cohort_copy, tmp_path / "fresh.csv")
