@@ -1,5 +1,5 @@
-"""One user-error base class: every "fix your input" error is a FusionError, and the commands print it without a
-traceback and exit 1, while a bug keeps its traceback."""
+"""One user-error base class: every "fix your input" error is a FusionError, and the commands print it
+without a traceback and exit 1, while a bug keeps its traceback."""
 
 from __future__ import annotations
 
