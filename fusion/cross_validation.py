@@ -170,8 +170,8 @@ def _usable_only(plan: list[Fold], usable: set[str]) -> list[Fold]:
 
 def _check_groups_whole(path: Path, plan: list[Fold], group_of: dict[str, str | None]) -> None:
     for f in plan:
-        test = {group_of[p] for p in f["test"] if group_of.get(p) is not None}
-        train = {group_of[p] for p in f["train"] + f["val"] if group_of.get(p) is not None}
+        test = {g for p in f["test"] if (g := group_of.get(p)) is not None}
+        train = {g for p in f["train"] + f["val"] if (g := group_of.get(p)) is not None}
         if test & train:
             raise ConfigError(
                 f"cv.splits_file '{path}': repeat {f['repeat']} fold {f['fold']} has group(s) "

@@ -14,13 +14,15 @@ metrics are computed on every rank's predictions, each patient counted once.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import lightning as L
 import torch
 
 from fusion.distributed import gather_dict, gather_list
 from fusion.errors import ConfigError
+from fusion.heads.base import Head
 from fusion.model import FusionModel
 from fusion.optim import (
     OptimizerFactory,
@@ -29,6 +31,11 @@ from fusion.optim import (
     default_optimizer,
     scheduler_factory,
 )
+
+
+def _heads(model: FusionModel) -> Mapping[str, Head]:
+    """`model.heads`, typed: nn.ModuleDict is not generic, its stubs type every value as a plain Module."""
+    return cast(Mapping[str, Head], model.heads)
 
 
 class LitFusion(L.LightningModule):
@@ -78,14 +85,16 @@ class LitFusion(L.LightningModule):
         self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Weighted sum of the heads' losses; heads with no labelled row in this batch add nothing."""
-        parts = {}
-        for name, head in self.model.heads.items():
+        heads = _heads(self.model)
+        parts: dict[str, torch.Tensor] = {}
+        for name, head in heads.items():
             loss = head.loss(outputs[name], labels[name])
             if loss is not None:
                 parts[name] = loss
         if not parts:
             return None, parts
-        total = sum(self.model.heads[n].loss_weight * loss for n, loss in parts.items())
+        # a sum of tensors (`parts` is not empty) is a tensor; typeshed's sum() adds the 0 of an empty sum
+        total = cast(torch.Tensor, sum(heads[n].loss_weight * loss for n, loss in parts.items()))
         return total, parts
 
     # ------------------------------------------------------------------ train
@@ -100,7 +109,7 @@ class LitFusion(L.LightningModule):
         if total is None:
             return None  # no labelled patient in the (global) batch: every rank skips the step
         # the value is the same on every rank; sync_dist only keeps Lightning from warning about it
-        log = {"batch_size": size, "on_step": False, "on_epoch": True, "sync_dist": True}
+        log: dict[str, Any] = {"batch_size": size, "on_step": False, "on_epoch": True, "sync_dist": True}
         for name, loss in parts.items():
             self.log(f"train/{name}_loss", loss, **log)
         if unimodal is not None:
@@ -127,12 +136,13 @@ class LitFusion(L.LightningModule):
         and heads to predict from each modality alone trains every encoder, at the cost of one more
         fuser pass per modality (the encoders run once).
         """
-        losses = []
+        losses: list[torch.Tensor] = []
         for rows, outputs in unimodal.values():  # same order on every rank: each gather pairs up
             loss, _, _ = self.global_loss(outputs, {k: v[rows] for k, v in labels.items()})
             if loss is not None:
                 losses.append(loss)
-        return sum(losses) / len(losses) if losses else None
+        # a sum of tensors (`losses` is not empty) is a tensor; typeshed's sum() adds the 0 of an empty sum
+        return cast(torch.Tensor, sum(losses)) / len(losses) if losses else None
 
     def global_loss(
         self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
@@ -191,9 +201,9 @@ class LitFusion(L.LightningModule):
         for pid in (pid for c in collected for pid in c["patient_id"]):
             keep.append(pid not in seen)
             seen.add(pid)
-        keep = torch.tensor(keep, dtype=torch.bool)
-        out = {k: torch.cat([c["out"][k] for c in collected])[keep] for k in collected[0]["out"]}
-        labels = {k: torch.cat([c["labels"][k] for c in collected])[keep] for k in collected[0]["labels"]}
+        once = torch.tensor(keep, dtype=torch.bool)
+        out = {k: torch.cat([c["out"][k] for c in collected])[once] for k in collected[0]["out"]}
+        labels = {k: torch.cat([c["labels"][k] for c in collected])[once] for k in collected[0]["labels"]}
         metrics = epoch_metrics(self.model, out, labels)
         total, _ = self.total_loss(out, labels)
         metrics["loss"] = math.nan if total is None else float(total)
@@ -203,13 +213,14 @@ class LitFusion(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         outputs = self(batch["inputs"])
         columns: dict[str, Any] = {"patient_id": batch["patient_id"]}
-        for name, head in self.model.heads.items():
+        for name, head in _heads(self.model).items():
             columns.update({k: v.detach().cpu() for k, v in head.predictions(outputs[name]).items()})
         return columns
 
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (no_decay if param.ndim < 2 or "embedding" in name else decay).append(param)
@@ -229,7 +240,7 @@ def epoch_metrics(model: FusionModel, out: dict[str, torch.Tensor], labels: dict
     """Every head's metrics on whole-split outputs, plus `score`: the mean of the primary metrics."""
     metrics: dict[str, float] = {}
     primary = []
-    for name, head in model.heads.items():
+    for name, head in _heads(model).items():
         head_metrics = head.metrics(out[name], labels[name])
         metrics.update(head_metrics)
         value = head_metrics.get(head.primary_metric, math.nan)

@@ -8,7 +8,7 @@ output is scattered back into a zero-filled (B, n_tokens, d) tensor that the fus
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -117,7 +117,9 @@ def ensemble_outputs(
     fused pass (README, "Prediction"); members that each had to predict alone cannot co-adapt across
     modalities, which a small cohort punishes.
     """
-    members = 1 + sum(rows.long() for rows, _ in unimodal.values())  # (B,), the same for every head
+    # (B,), the same for every head; a tensor, as `unimodal` holds every modality of the model (typeshed's
+    # sum() adds the int 0 of an empty sum)
+    members = 1 + cast(torch.Tensor, sum(rows.long() for rows, _ in unimodal.values()))
     out = {}
     for head, value in fused.items():
         total = value

@@ -6,7 +6,7 @@ every entry point builds exactly the same thing from the same config.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from hydra.utils import instantiate
@@ -141,7 +141,8 @@ def build_datamodule(
         modalities,
         heads,
         splits=splits,
-        split=OmegaConf.to_container(data.split, resolve=True),
+        # to_container of a DictConfig is a dict; its stubs give the return type for any config or value
+        split=cast(dict[str, Any], OmegaConf.to_container(data.split, resolve=True)),
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         pin_memory=data.get("pin_memory", False),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def evaluate_and_report(
     settings: EvaluationSettings,
     references: dict[str, dict[str, Any]],
     output_dir: Path,
-    loggers: list[Any] = (),
+    loggers: Sequence[Any] = (),
 ) -> Evaluation:
     """Metrics + CIs of `frame` against the labels of `records[stage_split]`; the report folder
     (unless settings.report is off) and W&B figures/tables when a WandbLogger is present."""

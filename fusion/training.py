@@ -12,10 +12,11 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,20 +83,21 @@ def run_training(
     datamodule.setup("fit")  # every cohort problem surfaces here, before any training
 
     model = build_model(cfg, modalities, heads)
-    extras = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "modality_state": modality_states(modalities),
-    }
+    # to_container of a DictConfig is a dict; its stubs give the return type for any config or value
+    resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    extras = {"config": resolved, "modality_state": modality_states(modalities)}
     lit = LitFusion(
         model,
         checkpoint_extras=extras,
         unimodal_weight=unimodal_weight(cfg),
         **optim_kwargs(cfg.optim),
     )
-    trainer = _build_trainer(cfg, output_dir, extras["config"])
+    trainer = _build_trainer(cfg, output_dir, resolved)
     trainer.fit(lit, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # typed as the Checkpoint base class; the configs' one (and Lightning's default) is a ModelCheckpoint
+    checkpoint = cast(ModelCheckpoint | None, trainer.checkpoint_callback)
+    best = checkpoint.best_model_path if checkpoint else ""
     ckpt = best or None
     metrics: dict[str, Any] = {}
     for stage, run in (("val", trainer.validate), ("test", trainer.test)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -39,7 +39,7 @@ def run_extraction(cfg: DictConfig) -> Any:
     enc = OmegaConf.to_container(cfg.encoder, resolve=True)
     if not isinstance(enc, dict) or "name" not in enc:
         raise ConfigError(f"encoder must be a config with a 'name' (e.g. encoder.name=resnet50), got {enc!r}")
-    encoder = build_tile_encoder(**enc)
+    encoder = build_tile_encoder(**cast(dict[str, Any], enc))  # an encoder config's keys are str
     report = extract_cohort(
         Path(cfg.data.manifest).expanduser(),
         Path(cfg.out).expanduser(),

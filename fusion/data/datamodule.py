@@ -6,7 +6,7 @@ import logging
 import multiprocessing
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import lightning as L
 import torch
@@ -145,7 +145,7 @@ class FusionDataModule(L.LightningDataModule):
         if split not in self.records:
             raise KeyError(f"no '{split}' split (have {sorted(self.records)})")
         cuda, processes = self._device()
-        deferred = frozenset()
+        deferred: frozenset[str] = frozenset()
         if train:
             self.deferred = deferred = self._deferred(cuda)
         dataset = FusionDataset(self.records[split], self.store, train=train, deferred=deferred)
@@ -185,13 +185,17 @@ class FusionDataModule(L.LightningDataModule):
         for name in self.deferred:
             entry = batch["inputs"].get(name)
             if entry is not None and entry["data"] is not None:
-                entry["data"] = self.modalities[name].augment_batch(entry["data"])
+                augment = self.modalities[name].augment_batch
+                assert augment is not None  # `_deferred` keeps only the modalities that have one
+                entry["data"] = augment(entry["data"])
         return batch
 
     def _device(self) -> tuple[bool, int]:
         """(batches go to CUDA, training processes on this node): from the attached trainer, else
         (whether CUDA exists, 1)."""
         trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return torch.cuda.is_available(), 1
         try:
             return trainer.strategy.root_device.type == "cuda", max(1, int(trainer.num_devices))
         except (AttributeError, RuntimeError, TypeError):
@@ -223,6 +227,10 @@ def check_workers(value: int | str) -> int | str:
     return value
 
 
+@overload
+def check_flag(key: str, value: bool | str, auto: Literal[False]) -> bool: ...
+@overload
+def check_flag(key: str, value: bool | str, auto: bool = True) -> bool | str: ...
 def check_flag(key: str, value: bool | str, auto: bool = True) -> bool | str:
     """A boolean loader option (``"auto"`` allowed where ``auto``)."""
     if isinstance(value, bool) or (auto and value == "auto"):

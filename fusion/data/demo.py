@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,7 +39,8 @@ def ensure_demo_cohort(cfg: DictConfig) -> Path:
         return manifest
     if manifest.name != "manifest.csv":
         raise ConfigError(f"data.demo writes 'manifest.csv'; data.manifest must end with it, got {manifest}")
-    write_demo_atomically(manifest.parent, **OmegaConf.to_container(demo, resolve=True))
+    # to_container of a DictConfig is a dict; its stubs give the return type for any config or value
+    write_demo_atomically(manifest.parent, **cast(dict[str, Any], OmegaConf.to_container(demo, resolve=True)))
     return manifest
 
 

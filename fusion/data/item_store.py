@@ -52,9 +52,11 @@ class ItemStore:
         self.modalities = modalities
         self.threads = threads or min(8, os.cpu_count() or 1)
         self.mode = cache_mode(cache)
-        if self.mode == "disk" and not cache_dir:
-            raise ConfigError("data.cache=disk needs data.cache_dir (the folder that holds the cache)")
-        self.disk = DiskCache(cache_dir) if self.mode == "disk" else None
+        self.disk: DiskCache | None = None
+        if self.mode == "disk":
+            if not cache_dir:
+                raise ConfigError("data.cache=disk needs data.cache_dir (the folder that holds the cache)")
+            self.disk = DiskCache(cache_dir)
         self.items: dict[tuple[str, str], Any] = {}  # kept in memory (None = dropped)
         self.keys: dict[tuple[str, str], str] = {}  # on disk: the entry's key
         # inputs read by `load`, found on disk up front, and items read back from disk
@@ -101,7 +103,7 @@ class ItemStore:
         """
         pid, name, ref = job
         key = self._entry_key(name, ref)
-        if key is not None and self.disk.contains(name, key):
+        if key is not None and self._on_disk.contains(name, key):
             return "disk-hit", key, None
         item, error = self._load_one(job)
         if error is not None:
@@ -127,7 +129,7 @@ class ItemStore:
         if slot in self.items:
             return self.items[slot]
         if slot in self.keys:
-            hit, item = self.disk.get(name, self.keys[slot])
+            hit, item = self._on_disk.get(name, self.keys[slot])
             if hit:
                 self.counts["disk_reads"] += 1
                 return item
@@ -154,6 +156,12 @@ class ItemStore:
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             return None, ModalityError(pid, name, f"{type(err).__name__}: {err}", reference_file(ref))
 
+    @property
+    def _on_disk(self) -> DiskCache:
+        """`disk` where it must exist: only a disk cache makes disk keys (`_entry_key`, `keys`)."""
+        assert self.disk is not None, "a disk-cache key without a disk cache"
+        return self.disk
+
     def _entry_key(self, name: str, ref: Any) -> str | None:
         """The disk-cache key, or None when this item stays in memory (no disk cache, no file)."""
         if self.disk is None:
@@ -166,13 +174,14 @@ class ItemStore:
 
     def _write(self, name: str, key: str, item: Any) -> bool:
         try:
-            self.disk.put(name, key, item)
+            self._on_disk.put(name, key, item)
             return True
         except NotCacheable as err:
             self._warn_once(name, f"modality '{name}': kept in memory, not on disk: {err}")
         except OSError as err:
             self._warn_once(
-                f"{name}:os", f"disk cache: cannot write under '{self.disk.root}' ({err}); keeping in memory"
+                f"{name}:os",
+                f"disk cache: cannot write under '{self._on_disk.root}' ({err}); keeping in memory",
             )
         return False
 

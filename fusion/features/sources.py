@@ -49,8 +49,9 @@ def parse_coords(names: list[str]) -> np.ndarray:
     """(x, y) from names like ``tile_x512_y1024.png`` when every name has them and they are unique,
     else the tile index as (i, 0): coordinates must identify tiles, so partial parses are not mixed in."""
     parsed = [_COORD_NAME.search(Path(n).stem) for n in names]
-    if parsed and all(parsed):
-        coords = np.array([[int(m.group(1)), int(m.group(2))] for m in parsed], dtype=np.int64)
+    matches = [m for m in parsed if m is not None]
+    if parsed and len(matches) == len(parsed):
+        coords = np.array([[int(m.group(1)), int(m.group(2))] for m in matches], dtype=np.int64)
         if len({tuple(c) for c in coords.tolist()}) == len(names):
             return coords
     return np.stack([np.arange(len(names)), np.zeros(len(names))], axis=1).astype(np.int64)

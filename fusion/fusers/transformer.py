@@ -59,13 +59,13 @@ class TransformerFuser(Fuser):
         if self.training and self.modality_dropout > 0:
             present = drop_modalities(present, self.modality_dropout)
         check_every_patient_has_a_modality(present, names)
-        tokens, keep = [], []
+        tokens, kept = [], []
         for i, name in enumerate(names):
             x = as_tokens(inputs[name][0])
             tokens.append(self.project[name](x) + self.modality_embedding[name])
-            keep.append(present[:, i : i + 1].expand(-1, x.shape[1]))
+            kept.append(present[:, i : i + 1].expand(-1, x.shape[1]))
         batch = present.shape[0]
         seq = torch.cat([self.cls.expand(batch, -1, -1), *tokens], dim=1)
-        keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=seq.device), *keep], dim=1)
+        keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=seq.device), *kept], dim=1)
         out = self.encoder(seq, src_key_padding_mask=~keep)
         return self.norm(out[:, 0])

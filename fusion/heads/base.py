@@ -56,7 +56,8 @@ class Head(nn.Module):
     def parse(self, cohort: Cohort) -> tuple[dict[str, Any], list[Problem]]:
         """patient_id -> parsed label (None when unknown), and every malformed cell as a Problem."""
         raw = {c: cohort.column(c) for c in self.columns}
-        labels, problems = {}, []
+        labels: dict[str, Any] = {}
+        problems: list[Problem] = []
         for pid in cohort.patient_ids:
             cells = {c: raw[c][pid] for c in self.columns}
             if all(is_missing(v) for v in cells.values()):

@@ -25,6 +25,10 @@ class GradeHead(Head):
     class_weights: optional cross-entropy weight per class (same order as ``classes``).
     """
 
+    #: a buffer (`register_buffer`; None without class weights), declared for type checkers (nn.Module
+    #: types it Tensor | Module)
+    class_weights: torch.Tensor | None
+
     def __init__(
         self,
         in_dim: int,

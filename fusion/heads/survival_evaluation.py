@@ -4,6 +4,7 @@ Brier score. Kaplan–Meier curves of predicted risk groups with a log-rank test
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,7 @@ def _ipcw_metrics(name, risk, time, event, settings, reference, artifacts) -> di
     if not chosen:
         return {}
     censoring = reference.censoring
-    metrics = {
+    metrics: dict[str, Callable[..., Any]] = {
         f"{name}_uno_cindex": lambda c: ws.uno_cindex(c, risk, time, event, censoring, max(chosen.values()))
     }
     for label, h in chosen.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pydicom
@@ -150,7 +151,8 @@ def _plane(label: str, position, orientation, spacing, ds: Dataset) -> Plane:
         label,
         np.asarray(position, dtype=float),
         np.asarray(orientation, dtype=float),
-        tuple(float(v) for v in spacing or (1.0, 1.0)),
+        # PixelSpacing holds 2 values (between rows, between columns); another count is not refused here
+        cast(tuple[float, float], tuple(float(v) for v in spacing or (1.0, 1.0))),
         (int(ds.Rows), int(ds.Columns)),
     )
 

@@ -12,6 +12,7 @@ Definitions are scikit-survival's, which torchsurv shares for Harrell's C:
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from fusion.metrics.bootstrap import concordance, pair_ratio
 from fusion.metrics.survival_curves import StepFunction
@@ -76,7 +77,7 @@ def cumulative_dynamic_auc(
 
 
 def brier_contributions(
-    surv: np.ndarray, time: np.ndarray, event: np.ndarray, censoring: StepFunction, times: np.ndarray
+    surv: np.ndarray, time: npt.ArrayLike, event: npt.ArrayLike, censoring: StepFunction, times: npt.ArrayLike
 ) -> np.ndarray:
     """(n, n_times) per-patient IPCW Brier terms; the Brier score at t is their (weighted) mean."""
     time, event, times = np.asarray(time, float), np.asarray(event, bool), np.asarray(times, float)

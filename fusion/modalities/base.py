@@ -66,6 +66,9 @@ class Modality(ABC):
     #: that has one defines the method (`ImagingModality.augment_batch`); ask `augments_per_batch`.
     augment_batch: Callable[[Any], Any] | None = None
 
+    #: (args, kwargs) of the constructor call, set by `__new__` (absent on an instance made without it)
+    _init_arguments: tuple[tuple[Any, ...], dict[str, Any]]
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Modality:
         # the constructor arguments, so that `init_config` can rebuild this instance in another process
         instance = super().__new__(cls)
@@ -222,6 +225,6 @@ def _plain_setting(value: Any) -> Any:
         items = {str(k): _plain_setting(v) for k, v in value.items()}
         return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
     if isinstance(value, Sequence) and not isinstance(value, bytes):  # lists, tuples, ListConfig
-        items = [_plain_setting(v) for v in value]
-        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+        entries = [_plain_setting(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in entries) else entries
     return _NOT_PLAIN

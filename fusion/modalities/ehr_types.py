@@ -74,7 +74,7 @@ def ordinal_levels(ordinal: Mapping[str, Sequence[Any]] | None, where: str) -> d
         canonical = [category(v) for v in levels]
         if any(v is None or v == "" for v in canonical):
             raise ValueError(f"{where}: ordinal column '{col}' has an empty level in {list(levels)}")
-        repeated = sorted({v for v in canonical if canonical.count(v) > 1})
+        repeated = sorted({v for v in canonical if v is not None and canonical.count(v) > 1})
         if repeated:
             raise ValueError(f"{where}: ordinal column '{col}' lists levels {repeated} twice")
         out[str(col)] = [str(v) for v in canonical]

@@ -261,6 +261,7 @@ class GenomicsModality(TableModality):
             raise RuntimeError(
                 f"modality '{self.name}': build_encoder() needs fit() or load_state_dict() first"
             )
+        assert self.selected is not None  # fit() and load_state_dict() set it with the mean
         if self.pathways:
             return PathwayEncoder(
                 self.selected,

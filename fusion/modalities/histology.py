@@ -46,6 +46,10 @@ class HistologyEncoder(nn.Module):
     attention of the last forward, (n, Nmax), 0 at padding (detached; for heatmaps and inspection).
     """
 
+    #: buffers (`register_buffer`), declared for type checkers (nn.Module types them Tensor | Module)
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         embed_dim: int = 64,
@@ -172,9 +176,9 @@ class HistologyModality(Modality):
         self.transmil_heads = int(transmil_heads)
         self.transmil_landmarks = int(transmil_landmarks)
         self.needs_fit = input == "tiles"  # feature bags have no fitted state
-        for key, value in (("max_tiles_train", max_tiles_train), ("max_tiles_eval", max_tiles_eval)):
-            if value is not None and int(value) < 1:
-                raise ValueError(f"modality '{name}': {key} must be a positive int or null, got {value}")
+        for key, cap in (("max_tiles_train", max_tiles_train), ("max_tiles_eval", max_tiles_eval)):
+            if cap is not None and int(cap) < 1:
+                raise ValueError(f"modality '{name}': {key} must be a positive int or null, got {cap}")
         if int(tile_size) < 1:
             raise ValueError(f"modality '{name}': tile_size must be a positive int, got {tile_size}")
         self.tile_size = int(tile_size)

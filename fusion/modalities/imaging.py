@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pydicom
@@ -181,10 +181,10 @@ class ImagingModality(Modality):
             [
                 Orientation(axcodes="RAS", labels=None),  # labels from the MetaTensor space (RAS)
                 # float32 resampling (MONAI's default is float64: 2x the memory, same result to ~1e-6)
-                Spacing(pixdim=self.pixdim, mode="bilinear", dtype=torch.float32),
+                Spacing(pixdim=self.pixdim, mode="bilinear", dtype=torch.float32),  # type: ignore[arg-type]  # MONAI's DtypeLike omits torch dtypes, which Spacing accepts
             ]
         )
-        windows = self.ct_windows or [self.ct_window]
+        windows: Sequence[Sequence[float]] = self.ct_windows or [self.ct_window]
         self._intensity = [intensity_transform(kind, w, self.pet_suv_max) for w in windows]
         self._match = ResampleToMatch(mode="bilinear", padding_mode="zeros")
         self._augment = build_augmentations(augmentations, where)
@@ -282,7 +282,8 @@ class ImagingModality(Modality):
     def _align(self, volume: MetaTensor, reference: MetaTensor) -> MetaTensor:
         if volume.shape == reference.shape and np.allclose(volume.affine, reference.affine, atol=1e-4):
             return volume
-        return self._match(volume, img_dst=reference)
+        # MONAI types a transform's output Tensor: a MetaTensor in gives a MetaTensor out
+        return cast(MetaTensor, self._match(volume, img_dst=reference))
 
     def transform(self, item: torch.Tensor, train: bool) -> torch.Tensor:
         """Random augmentation when training with `augment`; identity otherwise."""

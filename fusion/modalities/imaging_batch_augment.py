@@ -26,7 +26,7 @@ do not.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -211,7 +211,7 @@ def batch_step(transform: Callable) -> Step:
                 grid.rotate_range,
                 grid.translate_range,
                 grid.scale_range,
-                transform.mode,
+                cast(str, transform.mode),  # MONAI types it str | int (spline order); plain_modes: a str
                 transform.padding_mode,
             )
     return PerSample(transform)

@@ -35,7 +35,7 @@ def parse_window(value: Any, what: str) -> tuple[float, float]:
     window = tuple(float(v) for v in plain(value))
     if len(window) != 2 or window[0] >= window[1]:
         raise ValueError(f"{what} must be [low, high] with low < high, got {list(window)}")
-    return window  # type: ignore[return-value]
+    return window
 
 
 def parse_ct_windows(value: Any, kind: str, where: str) -> list[list[float]] | None:

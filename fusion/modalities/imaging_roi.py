@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ def read_mask(path: Path) -> MetaTensor:
         raise ValueError(problems[0])
     try:
         mask = LoadImage(reader=NibabelReader(), image_only=True, dtype=np.float32)(str(path))
-        mask = EnsureChannelFirst()(mask)
+        mask = cast(MetaTensor, EnsureChannelFirst()(mask))  # MONAI types it Tensor: MetaTensor in, out
     except Exception as err:  # any reader failure is a broken file: say which and why
         raise ValueError(f"'{path}': cannot read mask: {type(err).__name__}: {err}") from err
     if mask.ndim != 4 or mask.shape[0] != 1:
@@ -108,7 +109,9 @@ def world_to_voxel(point: np.ndarray, affine: np.ndarray | torch.Tensor) -> np.n
     return np.linalg.solve(affine[:3, :3], np.asarray(point, dtype=float) - affine[:3, 3])
 
 
-def crop_around(image: torch.Tensor, centre: Sequence[float], size: Sequence[int]) -> torch.Tensor:
+def crop_around(
+    image: torch.Tensor, centre: Sequence[float] | np.ndarray, size: Sequence[int]
+) -> torch.Tensor:
     """The (C, *size) box of `image` (C, X, Y, Z) whose middle is voxel `centre`; zeros outside `image`.
 
     The box's middle, index (s - 1) / 2 on an axis of s voxels, lands on `centre` rounded to the

@@ -14,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -32,6 +33,7 @@ from monai.transforms import (
     ScaleIntensityRange,
     Transform,
 )
+from nibabel.spatialimages import SpatialImage
 from pydicom.pixels import pixel_array
 
 from fusion.io.dicom_series import (
@@ -105,7 +107,12 @@ def read_slices(datasets: Sequence[pydicom.Dataset], files: Sequence[Path], wher
         raise ValueError(f"'{where}': expected a 3D volume, got 2D image of shape {volume.shape[:2]}")
     # no geometry: PydicomReader's identity affine, with i and j swapped
     swapped_identity = np.eye(4)[[1, 0, 2, 3]]
-    affine = swapped_identity if planes[0] is None else affine_ras(planes[0], planes[-1], len(planes))
+    first, last = planes[0], planes[-1]
+    if first is None:
+        affine = swapped_identity
+    else:
+        assert last is not None  # `_ordered_slices` refuses a series where only some slices have geometry
+        affine = affine_ras(first, last, len(planes))
     if not np.isfinite(affine).all():
         raise ValueError(f"'{where}': non-finite ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
     return geometry_tensor(volume, affine, where)
@@ -124,9 +131,10 @@ def _choose_series(path: Path, selector: str | None) -> Series:
 def _ordered_slices(chosen: Series, path: Path) -> tuple[list[pydicom.Dataset], list[Path]]:
     """A single-frame series' slices in position order, after the geometry checks of `order_planes`."""
     planes = [slice_plane(ds, f.name) for ds, f in zip(chosen.datasets, chosen.files, strict=True)]
-    if all(p is not None for p in planes):
-        order = order_planes(planes, path)
-    elif any(p is not None for p in planes):
+    located = [p for p in planes if p is not None]
+    if len(located) == len(planes):
+        order = order_planes(located, path)
+    elif located:
         lacking = [f.name for f, p in zip(chosen.files, planes, strict=True) if p is None]
         raise ValueError(
             f"'{path}': {len(lacking)} of {len(planes)} slices lack ImagePositionPatient/"
@@ -147,14 +155,14 @@ def _read_dicom(path: Path, series: str | None, kind: str | None) -> MetaTensor:
             image = read_multiframe(chosen.datasets[0], path)
         else:
             image = read_slices(*_ordered_slices(chosen, path), path)
-        image = EnsureChannelFirst()(image)
+        image = cast(MetaTensor, EnsureChannelFirst()(image))  # MONAI types it Tensor: MetaTensor in, out
     except Exception as err:  # any reader failure is a broken file: say which and why
         if isinstance(err, ValueError) and str(err).startswith(f"'{path}'"):
             raise  # our own geometry checks already say which file and why
         raise ValueError(f"'{path}': cannot read image: {type(err).__name__}: {err}") from err
     check_volume(image, path)
     if kind == "pet":
-        image = to_suv(image, chosen.datasets, path)
+        image = cast(MetaTensor, to_suv(image, chosen.datasets, path))  # MetaTensor * factor: a MetaTensor
     return image
 
 
@@ -180,7 +188,7 @@ def read_volume(path: Path, series: str | None = None, kind: str | None = None) 
         raise ValueError(f"'{path}': unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
     try:
         image = LoadImage(reader=NibabelReader(), image_only=True, dtype=np.float32)(str(path))
-        image = EnsureChannelFirst()(image)
+        image = cast(MetaTensor, EnsureChannelFirst()(image))  # MONAI types it Tensor: MetaTensor in, out
     except Exception as err:  # any reader failure is a broken file: say which and why
         raise ValueError(f"'{path}': cannot read image: {type(err).__name__}: {err}") from err
     check_volume(image, path)
@@ -245,14 +253,15 @@ def apply_intensity(transforms: Sequence[Transform], data: torch.Tensor) -> torc
     with the same float32 arithmetic as `ScaleIntensityRange`: no temporary copies of a large volume.
     May overwrite `data`; other transforms (MRI z-score) go through MONAI.
     """
-    windows = [_unit_window(t) for t in transforms]
-    if data.dtype != torch.float32 or any(w is None for w in windows):
+    found = [_unit_window(t) for t in transforms]
+    windows = [w for w in found if w is not None]
+    if data.dtype != torch.float32 or len(windows) < len(found):
         return torch.stack([torch.as_tensor(t(data)) for t in transforms], dim=1)
     if len(windows) == 1:
         out = data.unsqueeze(1)
     else:
         out = torch.empty((data.shape[0], len(windows), *data.shape[1:]), dtype=torch.float32)
-    for k, (low, high) in enumerate(windows):  # type: ignore[misc]
+    for k, (low, high) in enumerate(windows):
         target = out[:, k]
         if len(windows) == 1:
             target.sub_(low)
@@ -282,7 +291,8 @@ def augmentation() -> Compose:
 def nifti_header_problems(path: Path, what: str = "volume") -> list[str]:
     """Cheap problems with a NIfTI file (header only): unreadable, or not one 3D `what`."""
     try:
-        shape = nib.load(str(path)).shape
+        # nibabel types load() as the FileBasedImage base, which has no shape; a NIfTI image has one
+        shape = cast(SpatialImage, nib.load(str(path))).shape
     except Exception as err:  # a corrupt header is a broken file, whatever nibabel raises
         label = "" if what == "volume" else f"{what} "
         return [f"cannot read {label}NIfTI header ({type(err).__name__}: {err}): {path}"]

@@ -26,6 +26,7 @@ import datetime as dt
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 import torch
 from pydicom.dataset import Dataset
@@ -39,6 +40,12 @@ class SUVWarning(UserWarning):
     """PET values left as stored because the DICOM header lacks what SUV conversion needs."""
 
 
+@overload
+def _parse(kind: type[DA], value: object) -> dt.date | None: ...
+@overload
+def _parse(kind: type[TM], value: object) -> dt.time | None: ...
+@overload
+def _parse(kind: type[DT], value: object) -> dt.datetime | None: ...
 def _parse(kind: type, value: object) -> dt.date | dt.time | dt.datetime | None:
     text = str(value or "").strip()
     if kind is TM:
@@ -112,7 +119,7 @@ def body_weight_suv(ds: Dataset, slices: Sequence[Dataset] = ()) -> tuple[float 
     dose = _positive(drug, "RadionuclideTotalDose", problems)
     half_life = _positive(drug, "RadionuclideHalfLife", problems)
     correction = str(ds.get("DecayCorrection", "") or "").strip().upper()
-    decay = 1.0
+    decay: float | None = 1.0
     if correction == "START":
         decay = _decay(ds, slices, drug, half_life, problems)
     elif correction != "ADMIN":

@@ -7,6 +7,8 @@ CLS token (`fusion.nn.transmil`); both map ``(h (n, N, dim), mask)`` to ``(poole
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -69,7 +71,7 @@ class FeatureBagEncoder(nn.Module):
                 f"histology feature encoder expects features (n, N, {self.feature_dim}) and mask (n, N), "
                 f"got {tuple(features.shape)} and {tuple(mask.shape)}"
             )
-        weight = self.embed[0].weight
+        weight = cast(nn.Linear, self.embed[0]).weight  # nn.Sequential types its items as plain Module
         h = weight.new_zeros(*mask.shape, weight.shape[0])
         for s in range(0, mask.shape[1], self.chunk):
             part = mask[:, s : s + self.chunk]

@@ -39,6 +39,10 @@ class PathwayEncoder(nn.Module):
         input_noise: sd of Gaussian noise added to the genes in training (`fusion.nn.noise`); 0 = none.
     """
 
+    #: buffers (`register_buffer`), declared for type checkers (nn.Module types them Tensor | Module)
+    index: Tensor
+    mask: Tensor
+
     def __init__(
         self,
         gene_names: Sequence[str],

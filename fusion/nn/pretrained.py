@@ -8,7 +8,7 @@ user can fix the file or the prefix rather than guess.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ def _under(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == p or key.startswith(p.rstrip(".") + ".") for p in prefixes)
 
 
-def _listed(keys: Sequence[str]) -> str:
+def _listed(keys: Iterable[str]) -> str:
     keys = sorted(keys)
     more = f", ... and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
     return ", ".join(keys[:_LISTED]) + more

@@ -28,6 +28,10 @@ log = logging.getLogger("fusion")
 class TileEncoder(nn.Module):
     """Normalise uint8 (b, h, w, 3) tiles with ImageNet statistics, run `backbone` -> (b, feature_dim)."""
 
+    #: buffers (`register_buffer`), declared for type checkers (nn.Module types them Tensor | Module)
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, backbone: nn.Module, feature_dim: int, name: str, weights: str | None):
         super().__init__()
         self.backbone = backbone
@@ -136,8 +140,8 @@ def build_tile_encoder(
                 f"tile encoder '{name}' needs the `timm` package, which is not installed "
                 f"(pip install timm), or use one of {BUILTIN}"
             ) from err
-        backbone = timm.create_model(name[len("timm:") :], pretrained=False, num_classes=0)
-        dim, ignore = int(backbone.num_features), ("head.", "fc.", "classifier.")
+        created = timm.create_model(name[len("timm:") :], pretrained=False, num_classes=0)
+        backbone, dim, ignore = created, int(created.num_features), ("head.", "fc.", "classifier.")
     else:
         raise ConfigError(f"unknown tile encoder '{name}': use one of {BUILTIN} or 'timm:<model name>'")
     if weights is None:

@@ -25,6 +25,10 @@ class FeatureTokenizer(nn.Module):
         d_token: token size.
     """
 
+    #: buffers (`register_buffer`), declared for type checkers (nn.Module types them Tensor | Module)
+    cat_offsets: Tensor
+    cat_sizes: Tensor
+
     def __init__(self, n_num: int, cat_cardinalities: Sequence[int], d_token: int):
         super().__init__()
         cards = [int(c) for c in cat_cardinalities]

@@ -7,6 +7,8 @@ minus near-white pixels, then optional removal of specks and filling of holes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
@@ -102,9 +104,7 @@ def read_thumbnail(
     return thumb, w0 / out_w
 
 
-def slide_tissue_mask(
-    slide: Slide, downsample: float = 16.0, **mask_kwargs: object
-) -> tuple[np.ndarray, float]:
+def slide_tissue_mask(slide: Slide, downsample: float = 16.0, **mask_kwargs: Any) -> tuple[np.ndarray, float]:
     """Tissue mask of a slide at about `downsample`; returns (mask (h, w) bool, actual downsample)."""
     thumb, actual = read_thumbnail(slide, downsample)
-    return tissue_mask(thumb, **mask_kwargs), actual  # type: ignore[arg-type]
+    return tissue_mask(thumb, **mask_kwargs), actual

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
-from pydicom.tag import Tag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 INSTITUTION = "Fake General Hospital"
 REFERRING_PHYSICIAN = "FAKE^DOCTOR"
@@ -49,7 +50,7 @@ def fake_identifiers(index: int, age: int, seed: int) -> dict[str, str]:
     }
 
 
-def _uid(seed: int, patient: str, *parts: object) -> str:
+def _uid(seed: int, patient: str, *parts: object) -> UID:
     """Deterministic valid UID (pydicom root, SHA-512 of the entropy sources)."""
     return generate_uid(entropy_srcs=[str(seed), patient, *(str(p) for p in parts)])
 
@@ -105,7 +106,7 @@ class _SeriesEncoder:
     """
 
     def __init__(self, ds: Dataset):
-        self.segments: list[bytes | Tag] = []
+        self.segments: list[bytes | BaseTag] = []
         run = Dataset()
         for elem in ds:
             if elem.tag in PER_SLICE_TAGS:
@@ -160,7 +161,8 @@ def write_ct_series(
     ds.Rows, ds.Columns = n_rows, n_cols
     ds.PixelSpacing = [round(float(spacing[1]), 4), round(float(spacing[0]), 4)]  # row, column spacing
     ds.SliceThickness = ds.SpacingBetweenSlices = round(float(spacing[2]), 4)
-    names = rng.choice(16**8, size=n_slices, replace=False)
+    # numpy's choice() overloads pick the scalar one for the Any-typed size from `hu.shape`: an array here
+    names = cast(np.ndarray, rng.choice(16**8, size=n_slices, replace=False))
     encoder = None
     files = []
     for k in range(n_slices):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -60,10 +61,10 @@ def draw_lesion(seed: int, index: int, latents: dict[str, float]) -> Lesion:
     """The lesion of one patient: each imaging feature follows one latent variable, plus noise."""
     rng = patient_rng(seed, index, "imaging")
     z = rng.standard_normal(6)
-    centre = (rng.uniform(-6, 6), rng.uniform(-3, 3), rng.uniform(-10, 10))
+    centre = (float(rng.uniform(-6, 6)), float(rng.uniform(-3, 3)), float(rng.uniform(-10, 10)))
     a, p, s = latents["aggressiveness"], latents["proliferation"], latents["sensitivity"]
     return Lesion(
-        centre=tuple(float(c) for c in centre),
+        centre=centre,
         radius_mm=float(3.0 + 10.0 * expit(1.3 * (a + 0.35 * z[0]))),
         ct_contrast_hu=float(90.0 + 10.0 * z[1]),
         t1_enhancement=float(0.15 + 0.9 * expit(1.1 * (0.7 * p + 0.7 * z[2]))),
@@ -148,7 +149,7 @@ def mri_affine(shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def pet_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(max(2, n // 2) for n in shape)
+    return cast(tuple[int, int, int], tuple(max(2, n // 2) for n in shape))  # as many sizes as `shape`
 
 
 def pet_affine(shape: tuple[int, int, int]) -> np.ndarray:

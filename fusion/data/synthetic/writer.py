@@ -16,6 +16,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -137,7 +138,8 @@ def write_demo_cohort(
     (see `oracle_metrics`). Files already in `out` with other names are left alone; a patient's
     own CT and tile folders are emptied of slices/tiles before writing.
     """
-    volume_shape = tuple(int(n) for n in volume_shape)
+    # 3 sizes: `_check_arguments` refuses any other number
+    volume_shape = cast(tuple[int, int, int], tuple(int(n) for n in volume_shape))
     tiles_per_patient = (int(tiles_per_patient[0]), int(tiles_per_patient[1]))
     _check_arguments(
         n_patients,
