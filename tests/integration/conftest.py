@@ -37,6 +37,17 @@ def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> su
     )
 
 
+#: a user's own modality and head, outside the package: `my_modality.py`, `my_head.py` and their YAMLs
+PLUGIN = Path(__file__).parent / "user_plugin"
+#: the environment in which the plugin's modules import (their YAMLs name `_target_: my_head...`)
+PLUGIN_ENV = {"PYTHONPATH": f"{PLUGIN}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def run_with_plugin(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`run_module` with the plugin importable and its config folder on Hydra's search path."""
+    return run_module(module, f"hydra.searchpath=[file://{PLUGIN / 'conf'}]", *args, env=PLUGIN_ENV)
+
+
 def tiny_overrides(*selection: str) -> list[str]:
     """TINY plus `selection`, without the tuning overrides of modalities the selection leaves out."""
     chosen = next(

@@ -5,7 +5,6 @@ with CIs, appear in the report and in fusion-robustness."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,10 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.integration.conftest import run_module, tiny_overrides
+from tests.integration.conftest import PLUGIN_ENV, run_module, run_with_plugin, tiny_overrides
 
-PLUGIN = Path(__file__).parent / "user_plugin"
-ENV = {"PYTHONPATH": f"{PLUGIN}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 HEADS = "head=[survival,pfs,size]"
 
 
@@ -43,13 +40,11 @@ def run(tiny_cohort, tmp_path_factory):
     shutil.copytree(tiny_cohort.parent, cohort)
     add_size_and_pfs(cohort / "manifest.csv")
     run_dir = root / "run"
-    result = run_module(
+    result = run_with_plugin(
         "fusion.cli.train",
         f"data.manifest={cohort / 'manifest.csv'}",
         f"hydra.run.dir={run_dir}",
-        f"hydra.searchpath=[file://{PLUGIN / 'conf'}]",
         *tiny_overrides("modality=[genomics,ehr]", HEADS, "evaluation.n_bootstrap=100"),
-        env=ENV,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir, cohort / "manifest.csv"
@@ -119,7 +114,7 @@ def test_predict_scores_every_head_of_a_labelled_manifest(run, tmp_path):
         f"ckpt_path={best}",
         f"data.manifest={manifest}",
         f"hydra.run.dir={out}",
-        env=ENV,
+        env=PLUGIN_ENV,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     predictions = pd.read_csv(out / "predictions.csv")
@@ -135,7 +130,7 @@ def test_robustness_reports_each_heads_primary_metric(run, tmp_path):
     best = json.loads((run_dir / "metrics.json").read_text())["info"]["best_checkpoint"]
     out = tmp_path / "robustness"
     result = run_module(
-        "fusion.cli.robustness", f"ckpt_path={best}", "repeats=1", f"hydra.run.dir={out}", env=ENV
+        "fusion.cli.robustness", f"ckpt_path={best}", "repeats=1", f"hydra.run.dir={out}", env=PLUGIN_ENV
     )
     assert result.returncode == 0, result.stderr[-4000:]
     frame = pd.read_csv(out / "robustness.csv")

@@ -18,10 +18,9 @@ import torch
 import fusion
 from fusion.errors import ConfigError
 from fusion.modalities.genomics import GenomicsModality
-from tests.integration.conftest import run_module, tiny_overrides
+from tests.integration.conftest import PLUGIN_ENV, run_module, run_with_plugin, tiny_overrides
 from tests.integration.user_plugin.my_modality import RadiomicsModality
 
-PLUGIN = Path(__file__).parent / "user_plugin"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -76,15 +75,12 @@ def assert_radiomics_is_used(ckpt: Path, manifest_path: Path, tmp_path: Path, ru
 
 def test_user_modality_trains_and_predicts_via_hydra(cohort_copy, tmp_path):
     add_radiomics(cohort_copy)
-    env = {"PYTHONPATH": f"{PLUGIN}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     run = tmp_path / "run"
-    result = run_module(
+    result = run_with_plugin(
         "fusion.cli.train",
         f"data.manifest={cohort_copy}",
         f"hydra.run.dir={run}",
-        f"hydra.searchpath=[file://{PLUGIN / 'conf'}]",
         *tiny_overrides("modality=[genomics,radiomics]"),
-        env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert isinstance(json.loads((run / "metrics.json").read_text())["test/survival_cindex"], float)
@@ -95,7 +91,7 @@ def test_user_modality_trains_and_predicts_via_hydra(cohort_copy, tmp_path):
             f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
             f"data.manifest={manifest}",
             f"hydra.run.dir={out}",
-            env=env,
+            env=PLUGIN_ENV,
         )
         assert done.returncode == 0, done.stderr[-4000:]
         return pd.read_csv(out / "predictions.csv")
