@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from fusion.data.item_store import ItemStore
-from fusion.data.records import PatientRecord
+from fusion.data.item_store import ItemStore, non_finite_problem
+from fusion.data.records import PatientRecord, reference_file
 from fusion.heads.base import Head
-from fusion.modalities.base import Modality
+from fusion.modalities.base import Modality, ModalityError
 
 
 class FusionDataset(Dataset):
@@ -18,7 +18,8 @@ class FusionDataset(Dataset):
 
     `deferred`: modalities whose training augmentation runs later, on the collated batch on the
     training device (`Modality.augment_batch`, ``data.augment_on=device``): their items get the
-    evaluation transform here.
+    evaluation transform here. A transformed item holding NaN/inf (beyond a modality's NaN for
+    missing values, `Modality.missing_as_nan`) is a `ModalityError` naming the patient and modality.
     """
 
     def __init__(
@@ -42,7 +43,13 @@ class FusionDataset(Dataset):
         for name, modality in self.store.modalities.items():
             item = self.store.get(record, name)
             train = self.train and name not in self.deferred
-            items[name] = None if item is None else modality.transform(item, train=train)
+            if item is not None:
+                item = modality.transform(item, train=train)
+                problem = non_finite_problem(modality, item, "transformed")
+                if problem is not None:
+                    ref = reference_file(record.refs.get(name))
+                    raise ModalityError(record.patient_id, name, problem, ref)
+            items[name] = item
         return {"patient_id": record.patient_id, "items": items, "labels": record.labels}
 
 

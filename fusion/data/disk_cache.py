@@ -13,7 +13,14 @@ Entries are only ever added; delete ``cache_dir`` to reclaim space.
 Files hold only the item (`torch.save` of tensors, numpy arrays, plain containers), read back with
 ``weights_only=True``; DICOM metadata never reaches them (`load` returns plain tensors). Writes are
 atomic (temp file in the same folder, fsync, `os.replace`): a run killed mid-write leaves no half
-entry under a final name. An unreadable entry is deleted and logged, and the caller reloads it.
+entry under a final name.
+
+A corrupt entry is never trusted. Each file starts with one header line (`_MAGIC`, then JSON: the
+blake2b digest of the payload that follows, and whether the item's floats were all finite); a read
+verifies the digest over the very bytes it then loads, so an entry damaged without changing its size
+(a bit flip, a bad block, a file overwritten in place) is caught. An entry that fails the check, is
+unreadable, holds NaN/inf although its item had none, or was written without a header (an older
+fusion) is deleted and logged, and the caller recomputes it from source.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
 import logging
 import math
@@ -46,6 +54,9 @@ CACHE_MODES = ("memory", "disk", "none")
 FORMAT_VERSION = 1
 _NDARRAY = "__fusion_ndarray__"
 _STALE_TMP_S = 3600.0  # temp files older than this were left by a killed run
+#: first bytes of an entry with a checksum header; the header line ends with b"\n"
+_MAGIC = b"FUSION-CACHE-ENTRY 1 "
+_HEADER_MAX = 4096
 
 
 class NotCacheable(TypeError):
@@ -179,6 +190,64 @@ def decode_item(data: Any) -> Any:
     return data
 
 
+def count_non_finite(item: Any, nan: bool = True) -> int:
+    """The number of NaN and infinite values (only infinite ones without `nan`) in an item's float
+    and complex tensors and arrays, and its float scalars."""
+    if isinstance(item, torch.Tensor):
+        if not (item.is_floating_point() or item.is_complex()):
+            return 0
+        return int((~torch.isfinite(item) if nan else torch.isinf(item)).sum())
+    if isinstance(item, np.ndarray):
+        if item.dtype.kind not in "fc":
+            return 0
+        return int((~np.isfinite(item) if nan else np.isinf(item)).sum())
+    if isinstance(item, Mapping):
+        return sum(count_non_finite(v, nan) for v in item.values())
+    if isinstance(item, list | tuple):
+        return sum(count_non_finite(v, nan) for v in item)
+    if isinstance(item, float):
+        return int(math.isinf(item) or (nan and math.isnan(item)))
+    return 0
+
+
+def _digest(payload: bytes | memoryview) -> str:
+    return hashlib.blake2b(payload, digest_size=32).hexdigest()
+
+
+class CorruptEntry(ValueError):
+    """An entry that must not be used; the message says why in words."""
+
+
+def pack_entry(item: Any) -> tuple[bytes, memoryview]:
+    """An entry's two parts, written one after the other: its header line (the payload's checksum,
+    the item's count of NaN/inf values) and the payload (`torch.save` of the encoded item)."""
+    buffer = io.BytesIO()
+    torch.save(encode_item(item), buffer)
+    payload = buffer.getbuffer()
+    header = {"blake2b": _digest(payload), "non_finite": count_non_finite(item)}
+    return _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n", payload
+
+
+def unpack_entry(data: bytes) -> Any:
+    """The item of an entry's bytes; `CorruptEntry` when the checksum or finiteness check fails."""
+    if not data.startswith(_MAGIC):
+        raise CorruptEntry("written without a checksum (by an older fusion), or its header is damaged")
+    end = data.find(b"\n", 0, _HEADER_MAX)
+    try:
+        header = json.loads(data[len(_MAGIC) : end]) if end > 0 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or not isinstance(header.get("blake2b"), str):
+        raise CorruptEntry("its checksum header is damaged")
+    payload = memoryview(data)[end + 1 :]
+    if _digest(payload) != header["blake2b"]:
+        raise CorruptEntry("checksum mismatch: its content changed after it was written")
+    item = decode_item(torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True))
+    if header.get("non_finite", 0) == 0 and count_non_finite(item):
+        raise CorruptEntry("it holds NaN/inf values although the item it was written from had none")
+    return item
+
+
 # ------------------------------------------------------------------------------------------ store
 class DiskCache:
     """Entries ``<root>/<modality name>/<key>.pt``; safe to share between runs and processes."""
@@ -193,34 +262,39 @@ class DiskCache:
     def contains(self, name: str, key: str) -> bool:
         return self.path(name, key).is_file()
 
-    def get(self, name: str, key: str) -> tuple[bool, Any]:
-        """(True, item) on a hit; (False, None) when absent or unreadable (then deleted and logged)."""
+    def get(self, name: str, key: str, owner: str | None = None) -> tuple[bool, Any]:
+        """(True, item) on a hit; (False, None) when absent, or when corrupt or unreadable: then the
+        entry is deleted and a warning names `owner` (e.g. "patient 'p1', modality 'ct'") and why."""
         path = self.path(name, key)
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = path.read_bytes()
+            return True, unpack_entry(data)
         except FileNotFoundError:
             return False, None
-        except Exception as err:  # truncated, corrupt or foreign file: whatever torch raises
-            log.warning(
-                "disk cache: unreadable entry '%s' (%s: %s); deleted, reloading from source",
-                path,
-                type(err).__name__,
-                err,
-            )
-            path.unlink(missing_ok=True)
-            return False, None
-        return True, decode_item(data)
+        except CorruptEntry as err:
+            why = str(err)
+        except Exception as err:  # truncated, corrupt or foreign payload: whatever torch raises
+            why = f"unreadable entry ({type(err).__name__}: {err})"
+        log.warning(
+            "disk cache: entry '%s'%s not used: %s; deleted, reloading from source",
+            path,
+            f" of {owner}" if owner else "",
+            why,
+        )
+        path.unlink(missing_ok=True)
+        return False, None
 
     def put(self, name: str, key: str, item: Any) -> None:
         """Write atomically. Raises `NotCacheable` for items it cannot hold, OSError for disk failures."""
-        data = encode_item(item)
+        header, payload = pack_entry(item)
         path = self.path(name, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._sweep(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save(data, f)
+                f.write(header)
+                f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

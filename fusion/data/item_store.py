@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fusion.data.disk_cache import DiskCache, NotCacheable, cache_mode, entry_key
+from fusion.data.disk_cache import DiskCache, NotCacheable, cache_mode, count_non_finite, entry_key
 from fusion.data.records import PatientRecord, reference_file
 from fusion.errors import ConfigError
 from fusion.io.cohort import CohortError, Problem
@@ -129,11 +129,12 @@ class ItemStore:
         if slot in self.items:
             return self.items[slot]
         if slot in self.keys:
-            hit, item = self._on_disk.get(name, self.keys[slot])
+            owner = f"patient '{record.patient_id}', modality '{name}'"
+            hit, item = self._on_disk.get(name, self.keys[slot], owner)
             if hit:
                 self.counts["disk_reads"] += 1
                 return item
-            del self.keys[slot]  # unreadable entry (deleted and logged by the cache): reload it
+            del self.keys[slot]  # corrupt entry (deleted and logged by the cache): recompute it
         outcome, value, item = self._prepare((record.patient_id, name, ref))
         if outcome == "error":
             if self.modalities[name].on_error != "drop_modality":
@@ -149,12 +150,17 @@ class ItemStore:
     # ---------------------------------------------------------------- helpers
     def _load_one(self, job: Job) -> tuple[Any, ModalityError | None]:
         pid, name, ref = job
+        modality = self.modalities[name]
         try:
-            return self.modalities[name].load(ref), None
+            item = modality.load(ref)
         except ModalityError as err:
             return None, err
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             return None, ModalityError(pid, name, f"{type(err).__name__}: {err}", reference_file(ref))
+        problem = non_finite_problem(modality, item, "loaded")
+        if problem is not None:
+            return None, ModalityError(pid, name, problem, reference_file(ref))
+        return item, None
 
     @property
     def _on_disk(self) -> DiskCache:
@@ -189,3 +195,20 @@ class ItemStore:
         if topic not in self._warned:
             self._warned.add(topic)
             log.warning(message)
+
+
+def non_finite_problem(modality: Modality, item: Any, stage: str) -> str | None:
+    """Why `item` must not reach the network, or None: NaN/inf values, except the NaN with which a
+    modality marks missing values (`Modality.missing_as_nan`). `stage`: ``loaded`` or ``transformed``."""
+    allows_nan = modality.missing_as_nan
+    count = count_non_finite(item, nan=not allows_nan)
+    if not count:
+        return None
+    what = "infinite" if allows_nan else "NaN/inf"
+    hint = (
+        ""
+        if allows_nan
+        else f" (modality '{modality.name}' does not use NaN for missing values; a custom modality that "
+        "does, and handles it in transform or its encoder, sets missing_as_nan = True)"
+    )
+    return f"the {stage} input holds {count} {what} value(s), which would reach the network{hint}"

@@ -58,6 +58,11 @@ class Modality(ABC):
     #: True when `fit` learns something; the data module then loads training items to fit on.
     needs_fit: bool = False
 
+    #: True when `load` marks missing values with NaN on purpose (table modalities: EHR, genomics) and
+    #: `transform` / the encoder handle them. False (the default): a NaN or inf in a loaded or
+    #: transformed item is a broken input, a `ModalityError` naming the patient (infinities always are).
+    missing_as_nan: bool = False
+
     #: Optional batched form of the training augmentation: a method ``augment_batch(data) -> data``
     #: taking this modality's collated rows (what `collate` returned, moved to the training device)
     #: and returning them augmented. When ``data.augment_on`` resolves to ``device``, the data module

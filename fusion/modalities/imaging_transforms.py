@@ -69,12 +69,38 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _slice_pixels(path: Path) -> np.ndarray:
-    """One slice's stored values (rows, columns), read from `path`: its (header) dataset keeps no pixels."""
-    pixels = pixel_array(str(path))
+def _slice_pixels(path: Path, ds: pydicom.Dataset, where: Path) -> np.ndarray:
+    """One slice's stored values (rows, columns), read from `path`: its (header) dataset `ds` keeps no
+    pixels. ValueError naming the series folder `where` and the slice file, saying what is wrong."""
+    try:
+        pixels = pixel_array(str(path))
+    except Exception as err:  # whatever the decoder raises: say which slice, and why in words if we can
+        raise ValueError(f"'{where}': slice file '{path}' {slice_read_problem(path, ds, err)}") from err
     if pixels.ndim != 2:
-        raise ValueError(f"'{path}': pixel data of shape {pixels.shape}, expected one (rows, columns) image")
+        raise ValueError(
+            f"'{where}': slice file '{path}': pixel data of shape {pixels.shape}, "
+            "expected one (rows, columns) image"
+        )
     return pixels
+
+
+def slice_read_problem(path: Path, ds: pydicom.Dataset, err: Exception) -> str:
+    """Why a slice's pixels could not be read, in words: truncated, or the decoder's own error."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    bits = int(ds.get("BitsAllocated") or 0)
+    if syntax is not None and not syntax.is_compressed and bits and bits % 8 == 0:
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * bits // 8
+        try:
+            found = len(pydicom.dcmread(str(path)).PixelData)
+        except Exception:  # noqa: BLE001 - cut inside a header: the decoder's error says the rest
+            found = None
+        if found is not None and found < expected:
+            return (
+                f"is truncated: pixel data shorter than Rows x Columns ({found} of the {expected} bytes "
+                f"{ds.Rows} x {ds.Columns} pixels of {bits} bits need); the file was cut short "
+                "(an interrupted copy or export?): copy or export it again"
+            )
+    return f"has unreadable pixel data ({type(err).__name__}: {err})"
 
 
 def read_slices(datasets: Sequence[pydicom.Dataset], files: Sequence[Path], where: Path) -> MetaTensor:
@@ -89,12 +115,12 @@ def read_slices(datasets: Sequence[pydicom.Dataset], files: Sequence[Path], wher
     planes = [slice_plane(ds, f.name) for ds, f in zip(datasets, files, strict=True)]
     volume: np.ndarray | None = None
     for k, (ds, path) in enumerate(zip(datasets, files, strict=True)):
-        pixels = _slice_pixels(path)
+        pixels = _slice_pixels(path, ds, where)
         if volume is None:
             volume = np.empty((pixels.shape[1], pixels.shape[0], len(datasets)), dtype=np.float32)
         elif pixels.shape != volume.shape[1::-1]:
             raise ValueError(
-                f"'{path}': slice of {pixels.shape[0]} x {pixels.shape[1]} pixels in a series of "
+                f"'{where}': slice file '{path}' has {pixels.shape[0]} x {pixels.shape[1]} pixels in a series of "
                 f"{volume.shape[1]} x {volume.shape[0]} (rows x columns)"
             )
         target = volume[:, :, k]
@@ -186,6 +212,9 @@ def read_volume(path: Path, series: str | None = None, kind: str | None = None) 
             return _read_dicom(path, series, kind)
     if not is_nifti(path):
         raise ValueError(f"'{path}': unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
+    problem = nifti_affine_problem(path)
+    if problem is not None:
+        raise ValueError(f"'{path}': {problem}")
     try:
         image = LoadImage(reader=NibabelReader(), image_only=True, dtype=np.float32)(str(path))
         image = cast(MetaTensor, EnsureChannelFirst()(image))  # MONAI types it Tensor: MetaTensor in, out
@@ -292,10 +321,51 @@ def nifti_header_problems(path: Path, what: str = "volume") -> list[str]:
     """Cheap problems with a NIfTI file (header only): unreadable, or not one 3D `what`."""
     try:
         # nibabel types load() as the FileBasedImage base, which has no shape; a NIfTI image has one
-        shape = cast(SpatialImage, nib.load(str(path))).shape
+        image = cast(SpatialImage, nib.load(str(path)))
+        shape, affine = image.shape, image.affine
     except Exception as err:  # a corrupt header is a broken file, whatever nibabel raises
         label = "" if what == "volume" else f"{what} "
         return [f"cannot read {label}NIfTI header ({type(err).__name__}: {err}): {path}"]
     if len(shape) != 3 and not (len(shape) == 4 and shape[3] == 1):
         return [f"expected a 3D {what}, NIfTI header has shape {tuple(shape)}: {path}"]
-    return []
+    problem = affine_problem(affine)
+    return [] if problem is None else [f"{problem}: {path}"]
+
+
+#: the affine's smallest singular value below this fraction of its largest: an axis has (almost) no length
+_SINGULAR_RATIO = 1e-6
+
+
+def affine_problem(affine: np.ndarray | None) -> str | None:
+    """Why a NIfTI affine (voxel -> world mm) cannot place a scan in space, in words; None when it can.
+
+    An all-zero, non-finite or singular (an axis of zero length, two axes along one line) 3 x 3 part
+    cannot be reoriented to RAS or resampled (MONAI's `Orientation` fails on it with no file named).
+    """
+    if affine is None:
+        return "its NIfTI header holds no affine (orientation matrix)"
+    linear = np.asarray(affine, dtype=float)[:3, :3]
+    if not np.isfinite(affine).all():
+        what = "holds NaN/inf values"
+    elif not linear.any():
+        what = "is all zeros"
+    else:
+        values = np.linalg.svd(linear, compute_uv=False)
+        if values.min() > _SINGULAR_RATIO * values.max():
+            return None
+        what = "is singular (a voxel axis of zero length, or two axes along one line)"
+    return (
+        f"its affine (orientation matrix, voxel -> world mm) {what}, so the scan cannot be placed in "
+        "space or reoriented; fix the header, e.g. with nibabel: img = nib.load(path); "
+        "img.set_sform(voxel_to_mm_4x4, code=1); img.set_qform(voxel_to_mm_4x4, code=1); "
+        "nib.save(img, path) (or convert the scan from its DICOM again)"
+    )
+
+
+def nifti_affine_problem(path: Path) -> str | None:
+    """`affine_problem` of a NIfTI file's header affine (sform, else qform, else from pixdim)."""
+    try:
+        affine = cast(SpatialImage, nib.load(str(path))).affine
+    except Exception:  # noqa: BLE001 - an unreadable header: the reader says why, naming the file
+        return None
+    return affine_problem(affine)

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 class TableModality(Modality):
     """A modality whose reference for each patient is its row of a table (a pandas Series)."""
 
+    missing_as_nan = True  # an empty cell is NaN in the loaded item (see `to_number`)
+
     def __init__(self, name: str, table: str | Path | None = None, on_error: str = "raise"):
         super().__init__(name=name, on_error=on_error)
         self.table = table

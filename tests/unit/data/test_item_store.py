@@ -114,7 +114,7 @@ def test_a_corrupt_entry_is_reloaded_from_source_during_training(files, tmp_path
     with caplog.at_level(logging.WARNING):
         item = store.get(files[3], "vec")
     assert torch.equal(item, torch.full((5,), 3.0))
-    assert "unreadable entry" in caplog.text
+    assert "not used" in caplog.text and "patient 'p3', modality 'vec'" in caplog.text
     assert store.modalities["vec"].calls == 5
     assert torch.equal(_store("disk", cache_dir).get(files[3], "vec"), item)  # rewritten whole
 
