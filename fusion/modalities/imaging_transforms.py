@@ -92,7 +92,7 @@ def slice_read_problem(path: Path, ds: pydicom.Dataset, err: Exception) -> str:
         expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * bits // 8
         try:
             found = len(pydicom.dcmread(str(path)).PixelData)
-        except Exception:  # noqa: BLE001 - cut inside a header: the decoder's error says the rest
+        except Exception:  # cut inside a header: the decoder's error says the rest
             found = None
         if found is not None and found < expected:
             return (
@@ -120,8 +120,8 @@ def read_slices(datasets: Sequence[pydicom.Dataset], files: Sequence[Path], wher
             volume = np.empty((pixels.shape[1], pixels.shape[0], len(datasets)), dtype=np.float32)
         elif pixels.shape != volume.shape[1::-1]:
             raise ValueError(
-                f"'{where}': slice file '{path}' has {pixels.shape[0]} x {pixels.shape[1]} pixels in a series of "
-                f"{volume.shape[1]} x {volume.shape[0]} (rows x columns)"
+                f"'{where}': slice file '{path}' has {pixels.shape[0]} x {pixels.shape[1]} pixels "
+                f"in a series of {volume.shape[1]} x {volume.shape[0]} (rows x columns)"
             )
         target = volume[:, :, k]
         target[...] = pixels.T  # (rows, columns) -> (columns, rows), as MONAI's swap_ij
@@ -366,6 +366,6 @@ def nifti_affine_problem(path: Path) -> str | None:
     """`affine_problem` of a NIfTI file's header affine (sform, else qform, else from pixdim)."""
     try:
         affine = cast(SpatialImage, nib.load(str(path))).affine
-    except Exception:  # noqa: BLE001 - an unreadable header: the reader says why, naming the file
+    except Exception:  # an unreadable header: the reader says why, naming the file
         return None
     return affine_problem(affine)

@@ -66,9 +66,7 @@ def _payload(data: bytes) -> torch.Tensor:
     return torch.load(io.BytesIO(data.split(b"\n", 1)[1]), weights_only=True)
 
 
-def test_an_entry_corrupted_without_changing_its_size_is_recomputed_and_rewritten(
-    records, tmp_path, caplog
-):
+def test_an_entry_corrupted_without_changing_its_size_is_recomputed_and_rewritten(records, tmp_path, caplog):
     cache_dir = tmp_path / "cache"
     first = _store(cache_dir)
     first.load_all(records)
