@@ -86,6 +86,13 @@ def scan_folder(folder: Path) -> list[Series]:
         n_dicom += 1
         ds = read_header(path)
         if "PixelData" not in ds:
+            damaged = _image_without_pixels(ds)
+            if damaged is not None:  # pydicom reads a file cut inside its header without complaint
+                raise ValueError(
+                    f"'{folder}': DICOM file '{path}' is truncated or damaged: {damaged} object without "
+                    f"pixel data (the file ends after {path.stat().st_size} bytes); copy or export it "
+                    "again, or remove it"
+                )
             continue  # DICOMDIR, structured reports, presentation states: no image
         uid = str(ds.get("SeriesInstanceUID", ""))
         if uid not in found:
@@ -97,6 +104,19 @@ def scan_folder(folder: Path) -> list[Series]:
         what = f"{n_dicom} DICOM object(s) without pixel data" if n_dicom else "no DICOM files"
         raise ValueError(f"'{folder}': folder holds no DICOM images ({what}, {len(files)} file(s) in all)")
     return list(found.values())
+
+
+def _image_without_pixels(ds: Dataset) -> str | None:
+    """The SOP class name (e.g. "CT Image Storage") of an image object that lacks its pixel data.
+
+    The dataset's SOPClassUID says; a file cut before it (no SOPClassUID, no Modality either) is
+    judged by its file meta information, which precedes the dataset."""
+    uid = ds.get("SOPClassUID")
+    meta = getattr(ds, "file_meta", None)
+    if uid is None and "Modality" not in ds and meta is not None:
+        uid = meta.get("MediaStorageSOPClassUID")
+    name = getattr(uid, "name", "")
+    return f"a {name}" if "Image Storage" in str(name) else None
 
 
 def select_series(found: list[Series], selector: str | None, where: Path) -> Series:

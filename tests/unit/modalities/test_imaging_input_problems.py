@@ -61,6 +61,18 @@ def test_a_truncated_dicom_slice_names_the_slice_file_and_the_folder(tmp_path):
     assert "reshape" not in str(caught.value)
 
 
+def test_a_slice_cut_inside_its_header_is_named_not_skipped(tmp_path):
+    """pydicom reads such a file without complaint, as an object without pixels: it must not be
+    skipped as a non-image file (the volume would silently lose a slice)."""
+    folder = tmp_path / "ct"
+    write_series(folder, [0.0, 5.0, 10.0, 15.0])
+    victim = sorted(folder.iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:600])
+    with pytest.raises(ValueError, match=r"is truncated or damaged: a CT Image Storage object without") as e:
+        _modality().load(folder)
+    assert f"'{folder}'" in str(e.value) and f"DICOM file '{victim}'" in str(e.value)
+
+
 @pytest.mark.parametrize(("affine", "words"), [(ZERO_AFFINE, ZEROS), (SINGULAR_AFFINE, SINGULAR)])
 def test_a_nifti_with_a_zero_or_singular_affine_is_named_when_loading(tmp_path, affine, words):
     path = nifti_with_affine(tmp_path / "ct.nii.gz", affine)
