@@ -219,7 +219,7 @@ def run_fusion(
     splits = {name: fold[name] for name in ("train", "val", "test")}
     metrics = run_training(cfg, out, splits=splits).metrics
     pred = pd.read_csv(out / "predictions_test.csv").set_index("patient_id").loc[fold["test"]]
-    grade_columns = [f"grade_prob_{k}" for k in range(3)]  # index k = head.grade.classes[k] = grade k + 1
+    grade_columns = ["grade_prob_1", "grade_prob_2", "grade_prob_3"]  # head.grade.classes: grades 1-3
     values = pred["risk"].to_numpy() if task == "survival" else pred[grade_columns].to_numpy()
     own = metrics.get("test/survival_cindex" if task == "survival" else "test/grade_auroc")
     epochs = json.loads((out / "metrics.json").read_text())["info"]["epochs"]

@@ -2,13 +2,18 @@
 
 Beside Lightning's weights, a checkpoint holds under ``"fusion"``: the resolved training config (a user
 modality passed as an instance is recorded there by its class and constructor arguments), every
-modality's fitted state (normalisers, vocabularies) and, in the evaluated checkpoint, each head's
-training-split reference (`Head.fit_reference`, under ``"evaluation_reference"``). All of it is plain
-values, so checkpoints load with `torch.load(weights_only=True)`.
+modality's fitted state (normalisers, vocabularies), salted hashes of the training split's patient ids
+(under ``"training_patients"``, never the ids themselves: `training_patient_hashes`) and, in the
+evaluated checkpoint, each head's training-split reference (`Head.fit_reference`, under
+``"evaluation_reference"``). All of it is plain values, so checkpoints load with
+`torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from fusion.modalities.base import Modality
 from fusion.pipeline import build_heads, build_modalities, build_model
 
 REFERENCE_KEY = "evaluation_reference"
+TRAINING_PATIENTS_KEY = "training_patients"
 
 
 def load_checkpoint(ckpt_path: str | Path) -> dict:
@@ -58,3 +64,31 @@ def store_references(path: str | Path, references: dict[str, dict[str, Any]]) ->
 def stored_references(checkpoint: dict) -> dict[str, dict[str, Any]]:
     """head name -> reference, as `store_references` wrote them (empty for checkpoints without)."""
     return dict(checkpoint.get("fusion", {}).get(REFERENCE_KEY) or {})
+
+
+def training_patient_hashes(patient_ids: Iterable[str]) -> dict[str, Any]:
+    """What a checkpoint keeps of its training patients: ``{"salt": hex, "sha256": [hex, ...]}``.
+
+    A checkpoint may be shared with another hospital, so it must not carry patient ids in clear. The salt
+    is random per run: the same patient gives different digests in different checkpoints, and no table
+    of precomputed digests matches them. Whoever holds an id can still test it against the checkpoint
+    (that is the point: `seen_in_training`), so ids that are easy to guess (P001, P002, ...) are
+    confirmable by guessing; the digests hide the list, not membership. Sorted, so their order tells
+    nothing either.
+    """
+    salt = secrets.token_hex(16)
+    return {"salt": salt, "sha256": sorted({_salted_digest(salt, p) for p in patient_ids})}
+
+
+def seen_in_training(checkpoint: dict, patient_ids: Sequence[str]) -> list[bool] | None:
+    """Per patient id, whether it was in the checkpoint's training split; None when the checkpoint
+    predates the training-patient hashes (unknown)."""
+    stored = checkpoint.get("fusion", {}).get(TRAINING_PATIENTS_KEY)
+    if stored is None:
+        return None
+    digests = set(stored["sha256"])
+    return [_salted_digest(stored["salt"], str(p)) in digests for p in patient_ids]
+
+
+def _salted_digest(salt: str, patient_id: str) -> str:
+    return hashlib.sha256(f"{salt}:{patient_id}".encode()).hexdigest()

@@ -53,16 +53,26 @@ def evaluate_and_report(
     references: dict[str, dict[str, Any]],
     output_dir: Path,
     loggers: Sequence[Any] = (),
+    notes: Sequence[str] = (),
 ) -> Evaluation:
-    """Metrics + CIs of `frame` against the labels of `records[stage_split]`; the report folder
-    (unless settings.report is off) and W&B figures/tables when a WandbLogger is present."""
-    evaluation = evaluate(frame, labels_by_head(records[stage_split], heads), heads, settings, references)
+    """Metrics + CIs of `frame` against the labels of `records[stage_split]`, keyed
+    ``"<stage_split>/<metric>"`` (``test/`` for fusion-train, ``predict/`` for fusion-predict); the report
+    folder (unless settings.report is off; `notes`: lines report.md shows under its first paragraph)
+    and W&B figures/tables when a WandbLogger is present."""
+    labels = labels_by_head(records[stage_split], heads)
+    evaluation = evaluate(frame, labels, heads, settings, references, stage=stage_split)
     if settings.report:
         report = write_report(
-            output_dir / "report", evaluation, missingness(records), settings.n_bootstrap, settings.level
+            output_dir / "report",
+            evaluation,
+            missingness(records),
+            settings.n_bootstrap,
+            settings.level,
+            stage=stage_split,
+            notes=notes,
         )
         table = frame.merge(labels_frame(records[stage_split], heads), on="patient_id", how="left")
-        log_report(list(loggers), report.figures, table, metric_rows(evaluation))
+        log_report(list(loggers), report.figures, table, metric_rows(evaluation), stage=stage_split)
         log.info("report written to %s", report.markdown)
     return evaluation
 

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from fusion.checkpoint import TRAINING_PATIENTS_KEY, training_patient_hashes
 from fusion.data.cohort import Cohort
 from fusion.data.demo import ensure_demo_cohort
 from fusion.evaluation import EvaluationSettings
@@ -86,6 +87,8 @@ def run_training(
     # to_container of a DictConfig is a dict; its stubs give the return type for any config or value
     resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     extras = {"config": resolved, "modality_state": modality_states(modalities)}
+    # salted hashes, never the ids: fusion-predict flags a manifest's patients that the model trained on
+    extras[TRAINING_PATIENTS_KEY] = training_patient_hashes(datamodule.split_ids().get("train", []))
     lit = LitFusion(
         model,
         checkpoint_extras=extras,

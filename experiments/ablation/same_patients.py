@@ -24,7 +24,7 @@ from fusion.metrics import macro_auroc
 from fusion.metrics.classification import binary_auroc
 from fusion.metrics.survival import harrell_cindex
 
-GRADE_PROBS = ["grade_prob_0", "grade_prob_1", "grade_prob_2"]
+GRADE_PROBS = ["grade_prob_1", "grade_prob_2", "grade_prob_3"]
 
 
 def score(predictions: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:

@@ -1,5 +1,6 @@
-"""fusion-predict ckpt_path=CKPT data.manifest=PATH: predictions.csv for every patient of a manifest;
-with labels in the manifest also metrics.json and report/ (as fusion-train writes for its test split)."""
+"""fusion-predict ckpt_path=CKPT data.manifest=PATH: predictions.csv for every patient of a manifest
+(with `seen_in_training`: whether the checkpoint was trained on the patient); with labels in the
+manifest also metrics.json (`predict/...` keys) and report/, as fusion-train writes for its test split."""
 
 from __future__ import annotations
 

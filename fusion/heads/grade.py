@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from fusion.metrics import weighted_classification as wc
 class GradeHead(Head):
     """Args:
     classes: the label values in class order, as written in the manifest (e.g. ``[1, 2, 3]`` or
-        ``[G1, G2, G3]``); a cell that is none of them is a cohort problem.
+        ``[G1, G2, G3]``); a cell that is none of them is a cohort problem. Each class names its
+        prediction column, ``<name>_prob_<class>`` (`column_label`: ``grade_prob_1``, ``grade_prob_G1``).
     column: manifest column holding the grade.
     class_weights: optional cross-entropy weight per class (same order as ``classes``).
     """
@@ -42,8 +44,19 @@ class GradeHead(Head):
         super().__init__(name, in_dim, loss_weight, weight=weight)
         self.columns = (column,)
         self.classes = [_canonical(c) for c in classes]
-        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
-            raise ConfigError(f"grade head: classes must be >= 2 distinct values, got {list(classes)}")
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2 or "" in self.classes:
+            raise ConfigError(
+                f"grade head: classes must be >= 2 distinct, non-empty values, got {list(classes)}"
+            )
+        self.column_labels = [column_label(c) for c in self.classes]
+        clashes = [c for c in self.classes if self.column_labels.count(column_label(c)) > 1]
+        if clashes:
+            columns = sorted({f"{name}_prob_{column_label(c)}" for c in clashes})
+            raise ConfigError(
+                f"grade head: classes {clashes} give the same prediction column ({', '.join(columns)}; "
+                "characters other than letters, digits and _ become _): rename them in head.grade.classes "
+                "and the manifest"
+            )
         if class_weights is not None and len(class_weights) != len(self.classes):
             raise ConfigError(
                 f"grade head: {len(class_weights)} class_weights for {len(self.classes)} classes"
@@ -83,7 +96,8 @@ class GradeHead(Head):
     # ------------------------------------------------------------- predictions and evaluation
     @property
     def prediction_columns(self) -> list[str]:
-        return [f"{self.name}_prob_{k}" for k in range(len(self.classes))]
+        """``<name>_prob_<class>``, in class order: named after the labels, not their index."""
+        return [f"{self.name}_prob_{label}" for label in self.column_labels]
 
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         prob = out.float().softmax(dim=1)
@@ -151,3 +165,10 @@ def _canonical(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
+
+
+def column_label(label: str) -> str:
+    """A class label as it appears in a column name: every character other than an ASCII letter, a
+    digit or _ becomes _ (``G1`` -> ``G1``, ``2`` -> ``2``, ``low grade`` -> ``low_grade``, ``G1/2`` ->
+    ``G1_2``), so the column is one word in CSV, pandas, W&B and shell alike."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", label)

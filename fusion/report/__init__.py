@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,11 @@ def write_report(
     n_bootstrap: int,
     level: float = 0.95,
     stage: str = "test",
+    notes: Sequence[str] = (),
 ) -> Report:
     """Figures, `report.md`, `evaluation.json` (metrics, CIs, curves) and the heads' tables as CSV
-    (e.g. `confusion_grade.csv`), in `folder`."""
+    (e.g. `confusion_grade.csv`), in `folder`. `notes`: lines report.md shows under its first paragraph
+    (what was scored, e.g. how many patients the model trained on)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figures = make_figures(evaluation, missingness, folder, stage)
@@ -41,7 +44,7 @@ def write_report(
     for tables in evaluation.tables.values():
         for stem, table in tables.items():
             table.to_csv(folder / f"{stem}.csv")
-    markdown = write_markdown(folder / "report.md", evaluation, figures, n_bootstrap, level)
+    markdown = write_markdown(folder / "report.md", evaluation, figures, n_bootstrap, level, notes=notes)
     return Report(folder, figures, markdown)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ def write_markdown(
     n_bootstrap: int,
     level: float,
     title: str = "Evaluation report",
+    notes: Sequence[str] = (),
 ) -> Path:
     lines = [
         f"# {title}",
@@ -39,6 +41,7 @@ def write_markdown(
         f"{level:.0%} CIs: percentile bootstrap over patients, {n_bootstrap} replicates "
         "(replicates where a metric is undefined are skipped).",
         "",
+        *(line for note in notes for line in (note, "")),
         "## Metrics",
         "",
         "| metric | value | 95% CI |",

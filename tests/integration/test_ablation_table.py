@@ -111,7 +111,7 @@ def test_same_patients_pairs_each_fold_on_the_single_rows_patients(tmp_path):
     def predictions(patients: list[str]) -> pd.DataFrame:
         probs = rng.dirichlet([1, 1, 1], size=len(patients))
         return pd.DataFrame(
-            {"patient_id": patients, **{f"grade_prob_{k}": probs[:, k] for k in range(3)}}
+            {"patient_id": patients, **{f"grade_prob_{k + 1}": probs[:, k] for k in range(3)}}
             | {"risk": rng.normal(size=len(patients)), "response_prob": rng.uniform(size=len(patients))}
         )
 

@@ -121,7 +121,7 @@ def test_predict_scores_every_head_of_a_labelled_manifest(run, tmp_path):
     assert {"risk", "pfs_risk", "size_pred"} <= set(predictions.columns)
     assert len(predictions) == len(pd.read_csv(manifest))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"test/pfs_uno_cindex", "test/size_mae"} <= set(metrics)
+    assert {"predict/pfs_uno_cindex", "predict/size_mae"} <= set(metrics)
     assert (out / "report" / "scatter_size.png").exists()
 
 

@@ -1,5 +1,5 @@
-"""fusion-train and fusion-predict write the evaluation report, extended metrics with CIs, and
-(with the W&B logger, offline) the figures and tables into the run."""
+"""fusion-train writes the evaluation report, extended metrics with CIs, and (with the W&B logger,
+offline) the figures and tables into the run; fusion-predict's report: test_predict_cli.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from fusion.metrics.weighted_survival import harrell_cindex
-from fusion.prediction import predict_manifest
 from tests.integration.conftest import run_module, tiny_overrides
 from tests.unit.report.test_report import FIGURES
 
@@ -110,35 +109,3 @@ def test_best_checkpoint_carries_the_survival_reference(run):
     best = json.loads((run / "metrics.json").read_text())["info"]["best_checkpoint"]
     reference = torch.load(best, map_location="cpu", weights_only=True)["fusion"]["evaluation_reference"]
     assert set(reference["survival"]) == {"baseline", "censoring", "event_quantiles", "risk_cutoffs"}
-
-
-def test_predict_on_a_labelled_manifest_writes_metrics_and_report(run, tiny_cohort, tmp_path):
-    best = json.loads((run / "metrics.json").read_text())["info"]["best_checkpoint"]
-    out = tmp_path / "pred"
-    result = run_module(
-        "fusion.cli.predict",
-        f"ckpt_path={best}",
-        f"data.manifest={tiny_cohort}",
-        f"hydra.run.dir={out}",
-        "evaluation.n_bootstrap=20",
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test/survival_uno_cindex"] is not None  # the training reference came with the checkpoint
-    assert (out / "report" / "report.md").exists() and (out / "predictions.csv").exists()
-
-
-def test_predict_without_labels_writes_only_predictions(run, cohort_copy, tmp_path):
-    manifest = pd.read_csv(cohort_copy)
-    manifest[["grade", "survival_time", "survival_event", "response"]] = None
-    manifest.to_csv(cohort_copy, index=False)
-    out = tmp_path / "pred"
-    predict_manifest(
-        run / "checkpoints" / "last.ckpt",
-        cohort_copy,
-        output=out / "predictions.csv",
-        evaluation={"n_bootstrap": 20},
-        report_dir=out,
-    )
-    assert (out / "predictions.csv").exists()
-    assert not (out / "metrics.json").exists() and not (out / "report").exists()

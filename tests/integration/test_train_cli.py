@@ -41,7 +41,7 @@ def _reference_test_metrics(predictions: pd.DataFrame, manifest: pd.DataFrame) -
     """The README's test metric keys recomputed from predictions_test.csv and the manifest's labels with
     scikit-learn and lifelines, not with the package's own metric code."""
     table = predictions.merge(manifest, on="patient_id", how="left", validate="one_to_one")
-    probs = table[["grade_prob_0", "grade_prob_1", "grade_prob_2"]].to_numpy()
+    probs = table[["grade_prob_1", "grade_prob_2", "grade_prob_3"]].to_numpy()
     grade = table["grade"].map({1: 0, 2: 1, 3: 2})
     known = grade.notna().to_numpy()
     y = grade[known].astype(int).to_numpy()
@@ -77,14 +77,14 @@ def test_train_writes_metrics_predictions_and_checkpoints(trained, tiny_cohort):
     assert {"oracle/grade_auroc", "oracle/survival_cindex", "oracle/response_auroc"} <= set(metrics)
     assert list(predictions.columns) == [
         "patient_id",
-        "grade_prob_0",
         "grade_prob_1",
         "grade_prob_2",
+        "grade_prob_3",
         "risk",
         "response_prob",
     ]
     assert len(predictions) == metrics["info"]["n_patients"]["test"]
-    assert predictions[["grade_prob_0", "grade_prob_1", "grade_prob_2"]].sum(axis=1).round(5).eq(1).all()
+    assert predictions[["grade_prob_1", "grade_prob_2", "grade_prob_3"]].sum(axis=1).round(5).eq(1).all()
     manifest_ids = set(pd.read_csv(tiny_cohort)["patient_id"])
     assert set(predictions["patient_id"]) <= manifest_ids
     assert (trained / "checkpoints" / "last.ckpt").exists()

@@ -115,7 +115,8 @@ def sample_patients(
     )
     latents = frame[list(LATENTS)].to_numpy()
     probs = grade_probabilities(latents)
-    frame[["grade_prob_0", "grade_prob_1", "grade_prob_2"]] = probs
+    # P(grade = 1, 2, 3): named after the grades, as the grade head names its prediction columns
+    frame[["grade_prob_1", "grade_prob_2", "grade_prob_3"]] = probs
     frame["true_risk"] = true_risk(latents, frame["age"].to_numpy(float))
     frame["response_prob"] = response_probability(latents)
 

@@ -12,13 +12,21 @@ import torch
 
 from fusion.metrics import binary_auroc, harrell_cindex, macro_auroc
 
-GRADE_PROB_COLUMNS = ("grade_prob_0", "grade_prob_1", "grade_prob_2")
-#: grade k (1, 2, 3 in the manifest) is class k - 1 of the grade_prob_<class> columns
+#: P(grade = k) for the manifest's grades 1, 2, 3, named as the grade head names its predictions
+GRADE_PROB_COLUMNS = ("grade_prob_1", "grade_prob_2", "grade_prob_3")
 GRADE_LEVELS = (1, 2, 3)
+#: truth.csv of a cohort written before the columns were named after the grades (by class index)
+INDEXED_GRADE_PROB_COLUMNS = {
+    "grade_prob_0": "grade_prob_1",
+    "grade_prob_1": "grade_prob_2",
+    "grade_prob_2": "grade_prob_3",
+}
 
 
 def oracle_from_frame(frame: pd.DataFrame) -> dict[str, float]:
     """Oracle metrics from one frame holding both the labels and the truth columns."""
+    if "grade_prob_0" in frame.columns:  # truth.csv written before: its columns are class indices
+        frame = frame.rename(columns=INDEXED_GRADE_PROB_COLUMNS)
     grade = frame.dropna(subset=["grade"])
     survival = frame.dropna(subset=["survival_time", "survival_event"])
     response = frame.dropna(subset=["response"])

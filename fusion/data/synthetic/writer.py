@@ -203,7 +203,7 @@ def write_demo_cohort(
         "censored_fraction": _json_safe(float(1.0 - patients["survival_event"].dropna().astype(float).mean()))
         if patients["survival_event"].notna().any()
         else None,
-        "grade_classes": {"grade_prob_0": 1, "grade_prob_1": 2, "grade_prob_2": 3},
+        "grade_classes": {"grade_prob_1": 1, "grade_prob_2": 2, "grade_prob_3": 3},
         "signal_design": SIGNAL_DESIGN,
         "genomics_signal_genes": tables.gene_blocks(n_genes, seed),
         "geometry": {

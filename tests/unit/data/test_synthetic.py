@@ -104,13 +104,13 @@ def test_layout_columns_and_cohort_loader(tiny: Path) -> None:
         "patient_id",
         *LATENTS,
         "true_risk",
-        "grade_prob_0",
         "grade_prob_1",
         "grade_prob_2",
+        "grade_prob_3",
         "response_prob",
     ]
     np.testing.assert_allclose(
-        truth[["grade_prob_0", "grade_prob_1", "grade_prob_2"]].sum(axis=1), 1.0, atol=1e-5
+        truth[["grade_prob_1", "grade_prob_2", "grade_prob_3"]].sum(axis=1), 1.0, atol=1e-5
     )
 
     # the project's own loader reads it, and every non-empty path exists where the contract says
@@ -337,6 +337,21 @@ def test_oracle_on_400_patients_is_in_the_target_band(seed: int) -> None:
     assert 0.78 <= oracle["oracle/response_auroc"] <= 0.91
     assert 0.25 <= 1 - patients["survival_event"].dropna().astype(float).mean() <= 0.45  # censored
     assert patients["grade"].dropna().astype(int).value_counts(normalize=True).min() > 0.2
+
+
+def test_oracle_reads_truth_written_with_index_named_grade_columns() -> None:
+    """truth.csv names P(grade = k) grade_prob_<k> for grades 1-3, as the grade head names its columns;
+    a cohort written before (grade_prob_0..2 by class index) gives the same oracle."""
+    patients = sample_patients(60, seed=0, modality_missing_rate=0.1, label_missing_rate=0.05)
+    assert patients[["grade_prob_1", "grade_prob_2", "grade_prob_3"]].notna().all().all()
+    before = patients.rename(
+        columns={
+            "grade_prob_1": "grade_prob_0",
+            "grade_prob_2": "grade_prob_1",
+            "grade_prob_3": "grade_prob_2",
+        }
+    )
+    assert oracle_from_frame(before) == oracle_from_frame(patients)
 
 
 # --------------------------------------------------------------------------- signal

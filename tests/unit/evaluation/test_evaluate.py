@@ -38,7 +38,7 @@ def fake_split(rng, n, prefix):
     frame = pd.DataFrame(
         {
             "patient_id": ids,
-            **{f"grade_prob_{k}": prob[:, k] for k in range(3)},
+            **{f"grade_prob_G{k + 1}": prob[:, k] for k in range(3)},
             "risk": risk,
             "response_prob": np.clip(0.3 * response + 0.6 * rng.random(n), 0, 1),
         }
@@ -96,7 +96,7 @@ def test_point_estimates_match_references_on_the_labelled_rows(evaluated):
     )
     g_known = [labels["grade"][p] is not None for p in frame["patient_id"]]
     g = np.array([v for v in labels["grade"].values() if v is not None])
-    pred = frame[[f"grade_prob_{k}" for k in range(3)]].to_numpy()[g_known].argmax(1)
+    pred = frame[[f"grade_prob_G{k + 1}" for k in range(3)]].to_numpy()[g_known].argmax(1)
     assert result.metrics["test/grade_f1_macro"] == pytest.approx(f1_score(g, pred, average="macro"))
     assert result.heads["grade"]["n"] == 79 and result.heads["survival"]["n"] == 79
 

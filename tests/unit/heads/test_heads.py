@@ -90,9 +90,9 @@ def test_response_parse_rejects_non_binary(tmp_path):
 def test_prediction_columns_follow_design():
     z = torch.randn(5, 8)
     assert set(GradeHead(8, classes=[1, 2, 3]).predictions(GradeHead(8, classes=[1, 2, 3])(z))) == {
-        "grade_prob_0",
         "grade_prob_1",
         "grade_prob_2",
+        "grade_prob_3",
     }
     assert set(SurvivalHead(8).predictions(torch.zeros(5))) == {"risk"}
     probs = ResponseHead(8).predictions(torch.zeros(5))["response_prob"]
