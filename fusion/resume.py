@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ WANDB_RUN_ID = "wandb_run_id.txt"
 
 
 def is_resuming(ckpt_path: str | None, output_dir: Path) -> bool:
-    """A checkpoint is given, or Lightning will pick up a SLURM requeue checkpoint (`hpc_ckpt_*.ckpt`)."""
-    return bool(ckpt_path) or any(output_dir.glob("hpc_ckpt_*.ckpt"))
+    """A checkpoint is given, or Lightning will pick up a SLURM requeue checkpoint (`hpc_ckpt_*.ckpt`,
+    which it loads by itself under SLURM when no `ckpt_path` is given)."""
+    return bool(ckpt_path) or (SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt")))
 
 
 def warn_other_folder(ckpt_path: str | None, output_dir: Path) -> None:

@@ -187,12 +187,11 @@ def _build_trainer(
     ]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):
         loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
-    if resuming and rank_zero_only.rank == 0:
-        keep_csv_logs(loggers)
+    if resuming:
+        rank_zero_only(keep_csv_logs)(loggers)  # one rank moves the folder
     for lg in loggers:  # the resolved config beside the metrics (paths and settings only, no patient data)
         lg.log_hyperparams(resolved)
-    if rank_zero_only.rank == 0:
-        remember_wandb_run(loggers, output_dir)
+    rank_zero_only(remember_wandb_run)(loggers, output_dir)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     return instantiate(
         cfg.trainer, logger=loggers, callbacks=[*callbacks, *own_callbacks], default_root_dir=str(output_dir)
