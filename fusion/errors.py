@@ -16,3 +16,11 @@ class ConfigError(FusionError, ValueError):
 
 class ExtractionError(FusionError, ValueError):
     """A patient's tiles could not be read or encoded; names the patient, the file and the problem."""
+
+
+class TrainingDiverged(FusionError, FloatingPointError):
+    """A loss, an output or a weight became NaN or infinite; names the epoch, the step and the head."""
+
+
+class TrainingInterrupted(FusionError, RuntimeError):
+    """Training was stopped by a signal (SIGTERM); names the checkpoint saved and the command to resume."""

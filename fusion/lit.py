@@ -21,7 +21,8 @@ import lightning as L
 import torch
 
 from fusion.distributed import gather_dict, gather_list
-from fusion.errors import ConfigError
+from fusion.divergence import check_inputs, check_losses, check_outputs, check_weights
+from fusion.errors import ConfigError, TrainingDiverged
 from fusion.heads.base import Head
 from fusion.model import FusionModel
 from fusion.optim import (
@@ -105,7 +106,12 @@ class LitFusion(L.LightningModule):
             outputs, unimodal = self.model.forward_with_unimodal(batch["inputs"])
         else:
             outputs, unimodal = self(batch["inputs"]), None
-        total, parts, size = self.global_loss(outputs, labels)
+        where = self._where()
+        try:
+            total, parts, size = self.global_loss(outputs, labels, where)
+        except TrainingDiverged:
+            check_inputs(batch["inputs"], batch["patient_id"], where)  # a patient's input explains it
+            raise
         if total is None:
             return None  # no labelled patient in the (global) batch: every rank skips the step
         # the value is the same on every rank; sync_dist only keeps Lightning from warning about it
@@ -114,7 +120,7 @@ class LitFusion(L.LightningModule):
             self.log(f"train/{name}_loss", loss, **log)
         if unimodal is not None:
             fused = total
-            aux = self.unimodal_loss(unimodal, labels)
+            aux = self.unimodal_loss(unimodal, labels, f"{where}, one-modality pass")
             if aux is not None:
                 self.log("train/unimodal_loss", aux, **log)
                 total = total + self.unimodal_weight * aux
@@ -126,6 +132,7 @@ class LitFusion(L.LightningModule):
         self,
         unimodal: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]],
         labels: dict[str, torch.Tensor],
+        where: str | None = None,
     ) -> torch.Tensor | None:
         """Mean over modalities of the multi-task loss of the fuser and heads given one modality alone
         (`FusionModel.forward_with_unimodal`), each on the patients who have it; None when none has labels.
@@ -138,24 +145,33 @@ class LitFusion(L.LightningModule):
         """
         losses: list[torch.Tensor] = []
         for rows, outputs in unimodal.values():  # same order on every rank: each gather pairs up
-            loss, _, _ = self.global_loss(outputs, {k: v[rows] for k, v in labels.items()})
+            loss, _, _ = self.global_loss(outputs, {k: v[rows] for k, v in labels.items()}, where)
             if loss is not None:
                 losses.append(loss)
         # a sum of tensors (`losses` is not empty) is a tensor; typeshed's sum() adds the 0 of an empty sum
         return cast(torch.Tensor, sum(losses)) / len(losses) if losses else None
 
     def global_loss(
-        self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
+        self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], where: str | None = None
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], int]:
         """`total_loss` over every rank's batch (this batch alone without DDP), and the global batch size.
 
         All ranks compute the same value from the gathered rows, so they also agree on which heads
         contribute and on skipping a batch without labels (no rank waits in a collective alone).
+        With `where` ("at epoch 0, step 3"), a non-finite output or loss raises `TrainingDiverged`,
+        on every rank alike (the gathered values are the same everywhere).
         """
         outputs = gather_dict(outputs, grad=True)
         labels = gather_dict(labels)
+        if where is not None:
+            check_outputs(outputs, where)  # before the losses: a loss's own input check would crash
         total, parts = self.total_loss(outputs, labels)
+        if where is not None and total is not None:
+            check_losses({**parts, "total": total}, where)
         return total, parts, next(iter(labels.values())).shape[0]
+
+    def _where(self) -> str:
+        return f"at epoch {self.current_epoch}, step {self.global_step}"
 
     # ------------------------------------------------------------------ eval
     def _collect(self, stage: str, batch: dict[str, Any]) -> None:
@@ -204,6 +220,7 @@ class LitFusion(L.LightningModule):
         once = torch.tensor(keep, dtype=torch.bool)
         out = {k: torch.cat([c["out"][k] for c in collected])[once] for k in collected[0]["out"]}
         labels = {k: torch.cat([c["labels"][k] for c in collected])[once] for k in collected[0]["labels"]}
+        check_outputs(out, f"at epoch {self.current_epoch} in {stage}")
         metrics = epoch_metrics(self.model, out, labels)
         total, _ = self.total_loss(out, labels)
         metrics["loss"] = math.nan if total is None else float(total)
@@ -233,6 +250,7 @@ class LitFusion(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_weights([*self.model.named_parameters(), *self.model.named_buffers()], self._where())
         checkpoint["fusion"] = self.checkpoint_extras
 
 

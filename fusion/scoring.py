@@ -25,6 +25,7 @@ from fusion.evaluation import (
     labels_by_head,
     missingness,
 )
+from fusion.fail_soft import optional_step
 from fusion.heads.base import Head
 from fusion.prediction_table import predict_frame
 from fusion.report import metric_rows, write_report
@@ -62,18 +63,20 @@ def evaluate_and_report(
     labels = labels_by_head(records[stage_split], heads)
     evaluation = evaluate(frame, labels, heads, settings, references, stage=stage_split)
     if settings.report:
-        report = write_report(
-            output_dir / "report",
-            evaluation,
-            missingness(records),
-            settings.n_bootstrap,
-            settings.level,
-            stage=stage_split,
-            notes=notes,
-        )
-        table = frame.merge(labels_frame(records[stage_split], heads), on="patient_id", how="left")
-        log_report(list(loggers), report.figures, table, metric_rows(evaluation), stage=stage_split)
-        log.info("report written to %s", report.markdown)
+        with optional_step("report"):  # the metrics are the run's result; the report is optional
+            report = write_report(
+                output_dir / "report",
+                evaluation,
+                missingness(records),
+                settings.n_bootstrap,
+                settings.level,
+                stage=stage_split,
+                notes=notes,
+            )
+            log.info("report written to %s", report.markdown)
+            with optional_step("W&B report tables"):
+                table = frame.merge(labels_frame(records[stage_split], heads), on="patient_id", how="left")
+                log_report(list(loggers), report.figures, table, metric_rows(evaluation), stage=stage_split)
     return evaluation
 
 

@@ -18,12 +18,17 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from fusion.callbacks import InterruptCheckpoint, StartEpoch
 from fusion.checkpoint import TRAINING_PATIENTS_KEY, training_patient_hashes
 from fusion.data.cohort import Cohort
 from fusion.data.demo import ensure_demo_cohort
+from fusion.errors import TrainingInterrupted
 from fusion.evaluation import EvaluationSettings
+from fusion.fail_soft import optional_step
 from fusion.lit import LitFusion
 from fusion.modalities.base import Modality
 from fusion.optim import optim_kwargs
@@ -37,6 +42,14 @@ from fusion.pipeline import (
     unimodal_weight,
 )
 from fusion.prediction_table import predict_frame
+from fusion.resume import (
+    is_resuming,
+    keep_csv_logs,
+    remember_wandb_run,
+    resume_command,
+    wandb_resume_kwargs,
+    warn_other_folder,
+)
 from fusion.scoring import evaluate_training_run, write_metrics
 
 log = logging.getLogger(__name__)
@@ -95,9 +108,30 @@ def run_training(
         unimodal_weight=unimodal_weight(cfg),
         **optim_kwargs(cfg.optim),
     )
-    trainer = _build_trainer(cfg, output_dir, resolved)
-    trainer.fit(lit, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    warn_other_folder(cfg.get("ckpt_path"), output_dir)
+    interrupt = InterruptCheckpoint(output_dir / "checkpoints" / "interrupted.ckpt")
+    start = StartEpoch()
+    trainer = _build_trainer(cfg, output_dir, resolved, [interrupt, start])
+    try:
+        return _fit_and_evaluate(cfg, trainer, lit, datamodule, heads, settings, manifest, output_dir, start)
+    except SIGTERMException:
+        _finish_loggers(trainer)
+        raise _interrupted(trainer, interrupt.saved, output_dir) from None
 
+
+def _fit_and_evaluate(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    lit: LitFusion,
+    datamodule: Any,
+    heads: dict[str, Any],
+    settings: EvaluationSettings,
+    manifest: Path,
+    output_dir: Path,
+    start: StartEpoch,
+) -> TrainResult:
+    trainer.fit(lit, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    resumed_from = trainer.ckpt_path  # the checkpoint fit restored (ckpt_path, or a SLURM requeue's)
     # typed as the Checkpoint base class; the configs' one (and Lightning's default) is a ModelCheckpoint
     checkpoint = cast(ModelCheckpoint | None, trainer.checkpoint_callback)
     best = checkpoint.best_model_path if checkpoint else ""
@@ -120,29 +154,63 @@ def run_training(
             # LightningModule logged are unchanged here; the evaluation adds the others and every CI
             metrics.update(evaluation.metrics)
             ci95 = evaluation.ci95
-    metrics.update(_oracle(manifest, datamodule.split_ids().get("test", [])))
-    metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    info = {
+    info: dict[str, Any] = {
         "best_checkpoint": best,
         "epochs": trainer.current_epoch,
         "n_patients": {k: len(v) for k, v in datamodule.split_ids().items()},
     }
+    if resumed_from:
+        info["resumed"] = {"checkpoint": str(resumed_from), "epoch": start.epoch}
+    metrics = _json_safe(metrics)
     if trainer.is_global_zero:
         write_metrics(output_dir / "metrics.json", metrics, ci95, info)
+        with optional_step("oracle metrics (truth.csv)"):  # the run's own metrics are written first
+            oracle = _oracle(manifest, datamodule.split_ids().get("test", []))
+            if oracle:
+                metrics = _json_safe({**metrics, **oracle})
+                write_metrics(output_dir / "metrics.json", metrics, ci95, info)
     _finish_loggers(trainer)
     log.info("metrics: %s", json.dumps(metrics, indent=1))
     last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
     return TrainResult(metrics, output_dir, Path(best) if best else None, Path(last) if last else None)
 
 
-def _build_trainer(cfg: DictConfig, output_dir: Path, resolved: dict[str, Any]) -> L.Trainer:
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """NaN (a metric undefined on this split) as None, which JSON has."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def _build_trainer(
+    cfg: DictConfig, output_dir: Path, resolved: dict[str, Any], own_callbacks: list[Any]
+) -> L.Trainer:
+    resuming = is_resuming(cfg.get("ckpt_path"), output_dir)
+    loggers = [
+        instantiate(node, **wandb_resume_kwargs(node, output_dir, resuming))
+        for node in (cfg.get("logger") or {}).values()
+    ]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):
         loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    if resuming:
+        rank_zero_only(keep_csv_logs)(loggers)  # one rank moves the folder
     for lg in loggers:  # the resolved config beside the metrics (paths and settings only, no patient data)
         lg.log_hyperparams(resolved)
+    rank_zero_only(remember_wandb_run)(loggers, output_dir)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(output_dir))
+    return instantiate(
+        cfg.trainer, logger=loggers, callbacks=[*callbacks, *own_callbacks], default_root_dir=str(output_dir)
+    )
+
+
+def _interrupted(trainer: L.Trainer, saved: Path | None, output_dir: Path) -> TrainingInterrupted:
+    """The one-line error of a SIGTERM: where training stopped, the checkpoint, the resume command."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    ckpt = saved if saved and saved.exists() else (last if last.exists() else None)
+    stopped = f"training stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}"
+    if ckpt is None:
+        return TrainingInterrupted(f"{stopped}, before any checkpoint was saved; run the command again")
+    command = resume_command(ckpt, output_dir)
+    how = f"resume with: {command}" if command else f"resume with ckpt_path={ckpt} in the same output folder"
+    return TrainingInterrupted(f"{stopped}; checkpoint saved to {ckpt}; {how}")
 
 
 def _finish_loggers(trainer: L.Trainer) -> None:

@@ -89,7 +89,7 @@ def test_callbacks_are_one_file_each_and_stay_overridable():
     assert set(_options("callbacks")) == {"default", "model_checkpoint", "early_stopping", "progress_bar"}
     targets = {name: node._target_ for name, node in _compose().callbacks.items()}
     assert targets == {
-        "model_checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "model_checkpoint": "fusion.callbacks.FiniteModelCheckpoint",  # never selects a NaN score
         "early_stopping": "lightning.pytorch.callbacks.EarlyStopping",
         "progress_bar": "lightning.pytorch.callbacks.RichProgressBar",
     }

@@ -35,8 +35,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("fusion.evaluation",),  # bootstraps every head's own evaluation (Head.evaluate)
     ("fusion.checkpoint",),  # a checkpoint -> the trained pipeline
     ("fusion.pipeline",),  # builders from config: modalities, heads, model, data module
+    # resuming a run (its command, its loggers' state); Lightning callbacks of a training run
+    ("fusion.resume", "fusion.callbacks"),
     ("fusion.lit", "fusion.prediction_table"),  # Lightning module; predict_step outputs -> a table
-    ("fusion.model", "fusion.optim"),  # encoders -> fuser -> heads; optimiser and schedule factories
+    # encoders -> fuser -> heads; optimiser and schedule factories; non-finite outputs/losses/weights
+    ("fusion.model", "fusion.optim", "fusion.divergence"),
     # the loading layer, where modalities and heads meet the cohort (records, item store, disk cache,
     # dataset, datamodule, splits, demo and synthetic cohorts)
     ("fusion.data",),
@@ -45,7 +48,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fusion.nn", "fusion.metrics", "fusion.wsi", "fusion.plots"),
     # the I/O layer: manifests/tables, DICOM series, genomic tables/MAF, GMT, feature files, tile images
     ("fusion.io",),
-    ("fusion.errors", "fusion.distributed", "fusion.version", "fusion.conf"),  # leaves (conf: YAML only)
+    # leaves (conf: YAML only; fail_soft: optional steps after training warn instead of raising)
+    ("fusion.errors", "fusion.distributed", "fusion.version", "fusion.conf", "fusion.fail_soft"),
 ]
 
 #: Known violations of the table: (importer, imported) module pairs, each allowed exactly as named. Empty:
