@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from fusion.io.tables import read_table
 from fusion.metrics import binary_auroc, harrell_cindex, macro_auroc
 
 GRADE_PROB_COLUMNS = ("grade_prob_0", "grade_prob_1", "grade_prob_2")
@@ -55,8 +56,8 @@ def oracle_metrics(cohort_dir: str | Path, patient_ids: list[str] | None = None)
             raise FileNotFoundError(
                 f"synthetic cohort '{root}': {name} not found (write it with write_demo_cohort)"
             )
-    labels = pd.read_csv(root / "manifest.csv", dtype={"patient_id": str})
-    truth = pd.read_csv(root / "truth.csv", dtype={"patient_id": str})
+    labels = read_table(root / "manifest.csv")  # patient_id as text, as written: '007' stays '007'
+    truth = read_table(root / "truth.csv")
     frame = labels.merge(truth, on="patient_id", how="inner", validate="one_to_one")
     if patient_ids is not None:
         unknown = sorted(set(patient_ids) - set(frame["patient_id"]))
