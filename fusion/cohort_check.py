@@ -47,12 +47,13 @@ class ValidationReport:
 def validate_cohort(cfg: DictConfig, deep: bool = True) -> ValidationReport:
     """Cheap checks of paths and labels; with `deep`, also read every input as training would."""
     manifest = ensure_demo_cohort(cfg)
-    try:
-        cohort = Cohort.load(manifest)
+    try:  # lenient: a duplicate or empty id is reported with everything else, not alone
+        cohort = Cohort.load(manifest, strict=False)
     except CohortError as err:
         return ValidationReport(str(manifest), 0, problems=err.problems)
     modalities, heads = build_modalities(cfg), build_heads(cfg)
     records, problems = collect_records(cohort, modalities, heads)
+    problems = [*cohort.id_problems, *problems]
     if deep:
         flagged = {(p.patient_id, p.column) for p in problems}
         # the run's own cache settings: with data.cache=disk a deep validation fills the cache training reuses

@@ -10,12 +10,12 @@ import logging
 from pathlib import Path
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig
 
 from fusion.checkpoint import load_checkpoint
 from fusion.cli.common import report_user_errors
 from fusion.errors import ConfigError
+from fusion.io.tables import read_table
 from fusion.robustness import curve, evaluate_robustness, plot
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def held_out_patients(ckpt_path: Path, patients: str | None) -> list[str] | None
             "no predictions_test.csv beside %s: scoring every patient, training ones included", ckpt_path
         )
         return None
-    frame = pd.read_csv(path, dtype={"patient_id": str})
+    frame = read_table(path)  # patient_id as text, as written
     if "patient_id" not in frame.columns:
         raise ConfigError(f"patients: {path} has no patient_id column")
     log.info("scoring the %d patients of %s", len(frame), path)

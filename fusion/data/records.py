@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fusion.heads.base import Head
-from fusion.io.cohort import Cohort, Problem
+from fusion.io.cohort import Cohort, CohortError, Problem
 from fusion.modalities.base import Modality
 
 
@@ -35,6 +35,9 @@ def collect_records(
     for name, modality in modalities.items():
         try:
             refs[name] = modality.gather(cohort)
+        except CohortError as err:  # a table's own problems (duplicate ids, ids matching no patient)
+            problems.extend(err.problems)
+            refs[name] = dict.fromkeys(cohort.patient_ids)
         except (OSError, ValueError) as err:
             problems.append(Problem(None, modality.column, f"modality '{name}': {err}"))
             refs[name] = dict.fromkeys(cohort.patient_ids)

@@ -24,10 +24,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fusion.errors import ExtractionError
+from fusion.errors import ConfigError, ExtractionError
 from fusion.features.sources import MultiSource, TileSource, make_source
-from fusion.io.cohort import is_missing, read_table
+from fusion.io.cohort import CohortError, Problem, is_missing, read_table
 from fusion.io.feature_files import is_feature_file, write_features
+from fusion.io.tables import absent_column_message
 from fusion.nn.tile_encoders import TileEncoder
 
 log = logging.getLogger("fusion")
@@ -89,7 +90,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision in ("fp32", "32", "32-true"):
         return None
     if precision not in table:
-        raise ValueError(f"precision must be auto, bf16, fp16 or fp32; got '{precision}'")
+        raise ConfigError(f"precision must be auto, bf16, fp16 or fp32; got '{precision}'")
     return table[precision]
 
 
@@ -146,19 +147,19 @@ def extract_cohort(
 ) -> ExtractionReport:
     """Extract every patient of `manifest` into `out`, then write the derived manifest (see module doc)."""
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got '{on_error}'")
+        raise ConfigError(f"on_error must be one of {ON_ERROR}, got '{on_error}'")
     manifest, out = Path(manifest), Path(out)
     frame = read_table(manifest)
-    for needed in ("patient_id", column):
-        if needed not in frame.columns:
-            raise ValueError(
-                f"manifest '{manifest}' has no '{needed}' column (columns: {list(frame.columns)})"
-            )
+    absent = [c for c in ("patient_id", column) if c not in frame.columns]
+    if absent:
+        problems = [Problem(None, c, absent_column_message(c, frame.columns), str(manifest)) for c in absent]
+        raise CohortError(problems, f"manifest '{manifest}'")
     ids = frame["patient_id"].astype(str).tolist()
     names = [safe_name(pid) for pid in ids]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise ValueError(f"manifest '{manifest}': patient ids map to the same feature file name: {clashes}")
+        message = f"patient ids map to the same feature file name: {clashes}"
+        raise CohortError([Problem(None, "patient_id", message, str(manifest))], f"manifest '{manifest}'")
     out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
     encoder = encoder.to(torch_device).eval()

@@ -6,14 +6,18 @@ what a path or a table row means is each modality's business, and what a label m
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from fusion.errors import FusionError
+from fusion.io.id_join import match_ids
+from fusion.io.tables import TABLE_SUFFIXES, absent_column_message, read_table
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
+__all__ = ["TABLE_SUFFIXES", "Cohort", "CohortError", "Problem", "is_missing", "read_table"]
 
 
 @dataclass(frozen=True)
@@ -45,18 +49,6 @@ class CohortError(FusionError, ValueError):
         super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a .csv/.tsv/.parquet table with every cell as pandas would infer it."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"table not found: {path}")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
-    raise ValueError(f"table '{path}': unsupported format '{path.suffix}' (use one of {TABLE_SUFFIXES})")
-
-
 def is_missing(value: object) -> bool:
     """Empty cell: None, NaN or a blank string. Missing is normal, never an error."""
     if value is None:
@@ -72,37 +64,56 @@ def is_missing(value: object) -> bool:
 class Cohort:
     """The manifest and its folder. Construct with `Cohort.load(path)`."""
 
-    def __init__(self, manifest: pd.DataFrame, root: Path, manifest_path: Path | None = None):
+    def __init__(
+        self, manifest: pd.DataFrame, root: Path, manifest_path: Path | None = None, strict: bool = True
+    ):
+        """`strict` (training, prediction): any id problem raises. Not strict (`fusion-validate`): the
+        problems are kept in `id_problems`, rows without an id are left out and a duplicated id keeps
+        its first row, so every other check still runs and all problems are reported at once."""
         self.root = Path(root)
         self.manifest_path = manifest_path
         self.manifest = manifest
-        problems = self._check_ids(manifest, str(manifest_path or "manifest"))
-        if problems:
-            raise CohortError(problems, f"manifest '{manifest_path}'")
-        self.manifest = manifest.assign(patient_id=manifest["patient_id"].astype(str).str.strip())
-        self.manifest = self.manifest.set_index("patient_id", drop=False)
+        source = str(manifest_path or "manifest")
+        self.id_problems = self._check_ids(manifest, source)
+        if self.id_problems and (strict or "patient_id" not in manifest.columns):
+            raise CohortError(self.id_problems, f"manifest '{manifest_path}'")
+        manifest = manifest[~manifest["patient_id"].map(is_missing)]
+        manifest = manifest.assign(patient_id=manifest["patient_id"].astype(str).str.strip())
+        manifest = manifest.drop_duplicates("patient_id", keep="first")
+        self.manifest = manifest.set_index("patient_id", drop=False)
         self._tables: dict[Path, pd.DataFrame] = {}
 
     @classmethod
-    def load(cls, manifest_path: str | Path) -> Cohort:
+    def load(cls, manifest_path: str | Path, strict: bool = True) -> Cohort:
         path = Path(manifest_path).expanduser().resolve()
         frame = read_table(path)
-        return cls(frame, root=path.parent, manifest_path=path)
+        return cls(frame, root=path.parent, manifest_path=path, strict=strict)
 
     @staticmethod
     def _check_ids(frame: pd.DataFrame, source: str) -> list[Problem]:
         if "patient_id" not in frame.columns:
-            return [Problem(None, "patient_id", "required column is absent", source)]
+            return [Problem(None, "patient_id", absent_column_message("patient_id", frame.columns), source)]
         problems = []
         ids = frame["patient_id"]
         for row, value in ids.items():
             if is_missing(value):
                 problems.append(Problem(None, "patient_id", f"row {row + 2} has an empty patient_id", source))
-        dup = ids[ids.astype(str).duplicated(keep=False) & ~ids.map(is_missing)]
-        for pid in sorted(set(dup.astype(str))):
-            rows = [int(r) + 2 for r in dup.index[dup.astype(str) == pid]]
+        text = ids.astype(str).str.strip()
+        dup = text[text.duplicated(keep=False) & ~ids.map(is_missing)]
+        for pid in sorted(set(dup)):
+            rows = [int(r) + 2 for r in dup.index[dup == pid]]
             problems.append(Problem(pid, "patient_id", f"duplicate id (rows {rows})", source))
         return problems
+
+    def check_joined_ids(self, table_ids: Iterable[object], table: str | Path) -> None:
+        """A table's ids against the manifest's: mostly unmatched is a CohortError naming a few and the
+        closest manifest ids (ids written differently); a few unmatched ones are a warning with their
+        count (those rows are not used)."""
+        report = match_ids([str(i) for i in table_ids], self.patient_ids)
+        if report.fatal:
+            raise CohortError([Problem(None, "patient_id", report.message(), str(table))], f"table '{table}'")
+        if report.unmatched:
+            warnings.warn(f"table '{table}': {report.message()}", stacklevel=2)
 
     # ------------------------------------------------------------------ access
     @property
@@ -137,13 +148,15 @@ class Cohort:
         return None
 
     def table(self, path: Path) -> pd.DataFrame:
-        """A table keyed by patient_id (validated: column present, ids unique); cached per path."""
+        """A table keyed by patient_id (validated: column present, ids unique, ids matching the
+        manifest's, see `check_joined_ids`); cached per path."""
         if path not in self._tables:
             frame = read_table(path)
             problems = self._check_ids(frame, str(path))
             if problems:
                 raise CohortError(problems, f"table '{path}'")
             frame = frame.assign(patient_id=frame["patient_id"].astype(str).str.strip())
+            self.check_joined_ids(frame["patient_id"], path)
             self._tables[path] = frame.set_index("patient_id")
         return self._tables[path]
 

@@ -17,9 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fusion.errors import FusionError
+
 SAFETENSORS_SUFFIXES = (".safetensors",)
 HDF5_SUFFIXES = (".h5", ".hdf5")
 FEATURE_SUFFIXES = SAFETENSORS_SUFFIXES + HDF5_SUFFIXES
+
+
+class FeatureFileError(FusionError, ValueError):
+    """A feature file that cannot be written or read as given; names the file and the problem."""
 
 
 @dataclass
@@ -49,7 +55,7 @@ def write_features(
     extra = {k: torch.as_tensor(v).contiguous() for k, v in (extra or {}).items()}
     for key, value in extra.items():
         if key in ("features", "coords") or value.shape[:1] != features.shape[:1]:
-            raise ValueError(
+            raise FeatureFileError(
                 f"'{path}': extra tensor '{key}' must be new and have N={features.shape[0]} rows"
             )
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
@@ -72,7 +78,7 @@ def write_features(
                     h5.create_dataset(key, data=value.numpy())
                 h5.attrs.update(meta)
         else:
-            raise ValueError(f"{path}: unsupported feature file type (use one of {FEATURE_SUFFIXES})")
+            raise FeatureFileError(f"{path}: unsupported feature file type (use one of {FEATURE_SUFFIXES})")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -81,7 +87,7 @@ def write_features(
 
 
 def read_features(path: str | Path) -> FeatureBag:
-    """Read a feature file; ValueError naming the file when it is unreadable or malformed."""
+    """Read a feature file; FeatureFileError (a ValueError) naming the file when unreadable or malformed."""
     path = Path(path)
     try:
         if path.name.lower().endswith(SAFETENSORS_SUFFIXES):
@@ -97,20 +103,20 @@ def read_features(path: str | Path) -> FeatureBag:
                 tensors = {k: torch.from_numpy(np.asarray(h5[k])) for k in h5}
                 metadata = {k: str(v) for k, v in h5.attrs.items()}
         else:
-            raise ValueError(f"unsupported feature file type (use one of {FEATURE_SUFFIXES})")
+            raise FeatureFileError(f"unsupported feature file type (use one of {FEATURE_SUFFIXES})")
     except ValueError as err:
-        raise ValueError(f"'{path}': {err}") from err
+        raise FeatureFileError(f"'{path}': {err}") from err
     except Exception as err:  # a truncated or corrupt file, whatever the library raises
-        raise ValueError(f"'{path}': cannot read feature file ({type(err).__name__}: {err})") from err
+        raise FeatureFileError(f"'{path}': cannot read feature file ({type(err).__name__}: {err})") from err
     missing = [k for k in ("features", "coords") if k not in tensors]
     if missing:
-        raise ValueError(
+        raise FeatureFileError(
             f"'{path}': feature file lacks {missing} (needs 'features' (N, D) and 'coords' (N, 2))"
         )
     features, coords = tensors["features"], tensors["coords"].long()
     _check_shapes(path, features, coords)
     if features.shape[0] == 0:
-        raise ValueError(f"'{path}': feature file holds no tiles")
+        raise FeatureFileError(f"'{path}': feature file holds no tiles")
     extra = {k: v for k, v in tensors.items() if k not in ("features", "coords")}
     return FeatureBag(features, coords, metadata, extra)
 
@@ -118,4 +124,4 @@ def read_features(path: str | Path) -> FeatureBag:
 def _check_shapes(path: Path, features: torch.Tensor, coords: torch.Tensor) -> None:
     if features.ndim != 2 or coords.shape != (features.shape[0], 2):
         shapes = f"{tuple(features.shape)} / {tuple(coords.shape)}"
-        raise ValueError(f"'{path}': features must be (N, D) and coords (N, 2); got {shapes}")
+        raise FeatureFileError(f"'{path}': features must be (N, D) and coords (N, 2); got {shapes}")

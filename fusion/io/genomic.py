@@ -1,8 +1,8 @@
 """Reading genomic tables as they come: either orientation, MAF mutation calls, gene lists.
 
 Everything here returns a frame indexed by patient_id (str) with one column per gene (str), the
-shape `GenomicsModality` expects, and raises a ValueError naming the file and the problem
-(duplicate genes or patients, missing MAF columns, unmappable barcodes) before any training.
+shape `GenomicsModality` expects, and raises a GenomicTableError (a ValueError) naming the file and
+the problem (duplicate genes or patients, missing MAF columns, unmappable barcodes) before any training.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fusion.errors import FusionError
 from fusion.io.cohort import is_missing, read_table
+from fusion.io.tables import absent_column_message, read_header
 
 ORIENTATIONS = ("patients_by_genes", "genes_by_patients")
 MAF_REQUIRED = ("Hugo_Symbol", "Tumor_Sample_Barcode")
@@ -34,6 +36,10 @@ NON_SILENT_CLASSES = (
 )
 
 
+class GenomicTableError(FusionError, ValueError):
+    """A genomic table, MAF or gene list that cannot be used as written; names the file and the problem."""
+
+
 def duplicates(names: Sequence[str]) -> list[str]:
     """Names occurring more than once, sorted."""
     seen = pd.Series([str(n) for n in names])
@@ -42,10 +48,7 @@ def duplicates(names: Sequence[str]) -> list[str]:
 
 def raw_header(path: Path) -> list[str]:
     """The table's column names exactly as written (pandas would rename a duplicate 'g1' to 'g1.1')."""
-    if path.suffix == ".parquet":
-        return [str(c) for c in read_table(path).columns]
-    sep = "\t" if path.suffix == ".tsv" else ","
-    return [str(c) for c in pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]]
+    return read_header(path)
 
 
 def read_matrix(path: Path, orientation: str) -> pd.DataFrame:
@@ -56,36 +59,39 @@ def read_matrix(path: Path, orientation: str) -> pd.DataFrame:
     transposed on read (how expression matrices usually come out of pipelines).
     """
     if orientation not in ORIENTATIONS:
-        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got '{orientation}'")
+        raise GenomicTableError(f"orientation must be one of {ORIENTATIONS}, got '{orientation}'")
     header = raw_header(path)
     frame = read_table(path)
     if orientation == "patients_by_genes":
         dup = duplicates(header)
         if dup:
-            raise ValueError(f"table '{path}': duplicate gene columns {dup}")
+            raise GenomicTableError(f"table '{path}': duplicate gene columns {dup}")
         if "patient_id" not in frame.columns:
-            raise ValueError(f"table '{path}': required column 'patient_id' is absent")
+            absent = absent_column_message("patient_id", frame.columns)
+            raise GenomicTableError(f"table '{path}', column 'patient_id': {absent}")
         ids = frame["patient_id"]
         dup_ids = duplicates([str(v).strip() for v in ids])
         if dup_ids:
-            raise ValueError(f"table '{path}': duplicate patient ids {dup_ids}")
+            raise GenomicTableError(f"table '{path}': duplicate patient ids {dup_ids}")
         empty = [int(i) + 2 for i, v in ids.items() if is_missing(v)]
         if empty:
-            raise ValueError(f"table '{path}': rows {empty} have an empty patient_id")
+            raise GenomicTableError(f"table '{path}': rows {empty} have an empty patient_id")
         frame = frame.assign(patient_id=ids.astype(str).str.strip()).set_index("patient_id")
     else:
         if frame.shape[1] < 2:
-            raise ValueError(f"table '{path}': genes_by_patients needs a gene column and patient columns")
+            raise GenomicTableError(
+                f"table '{path}': genes_by_patients needs a gene column and patient columns"
+            )
         dup_ids = duplicates([h.strip() for h in header[1:]])
         if dup_ids:
-            raise ValueError(f"table '{path}': duplicate patient columns {dup_ids}")
+            raise GenomicTableError(f"table '{path}': duplicate patient columns {dup_ids}")
         genes = frame.iloc[:, 0]
         empty = [int(i) + 2 for i, v in genes.items() if is_missing(v)]
         if empty:
-            raise ValueError(f"table '{path}': rows {empty} have an empty gene name (first column)")
+            raise GenomicTableError(f"table '{path}': rows {empty} have an empty gene name (first column)")
         dup = duplicates([str(g).strip() for g in genes])
         if dup:
-            raise ValueError(f"table '{path}': duplicate gene rows {dup}")
+            raise GenomicTableError(f"table '{path}': duplicate gene rows {dup}")
         frame = frame.iloc[:, 1:].set_axis(genes.astype(str).str.strip().to_list(), axis=0).T
         frame.index = pd.Index([h.strip() for h in header[1:]], name="patient_id")
     frame.columns = [str(c) for c in frame.columns]
@@ -121,20 +127,22 @@ def read_maf(
             path, sep="\t", comment="#", dtype=str, usecols=lambda c: c in wanted, low_memory=False
         )
     except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as err:
-        raise ValueError(f"MAF '{path}': unreadable ({err})") from None
+        raise GenomicTableError(f"MAF '{path}': unreadable ({err})") from None
     absent = [c for c in MAF_REQUIRED if c not in maf.columns]
     if absent:
-        raise ValueError(f"MAF '{path}': required columns {absent} are absent (needs {list(MAF_REQUIRED)})")
+        raise GenomicTableError(
+            f"MAF '{path}': required columns {absent} are absent (needs {list(MAF_REQUIRED)})"
+        )
     for column in MAF_REQUIRED:
         empty = [int(i) + 2 for i, v in maf[column].items() if is_missing(v)]
         if empty:
-            raise ValueError(f"MAF '{path}': column '{column}' is empty on data rows {empty[:10]}")
+            raise GenomicTableError(f"MAF '{path}': column '{column}' is empty on data rows {empty[:10]}")
     pattern = re.compile(sample_to_patient) if sample_to_patient else None
-    barcodes = maf["Tumor_Sample_Barcode"].astype(str)
+    barcodes = maf["Tumor_Sample_Barcode"].astype(str).str.strip()  # text as written (dtype=str)
     mapping = {b: barcode_to_patient(b, pattern, barcode_chars) for b in barcodes.unique()}
     unmapped = sorted(b for b, p in mapping.items() if p is None)
     if unmapped:
-        raise ValueError(
+        raise GenomicTableError(
             f"MAF '{path}': sample_to_patient '{sample_to_patient}' matches no patient id in barcodes "
             f"{unmapped[:10]}"
         )
@@ -163,8 +171,8 @@ def read_gene_list(path: Path) -> list[str]:
     genes = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
     genes = [g for g in genes if g]
     if not genes:
-        raise ValueError(f"gene list '{path}' names no genes")
+        raise GenomicTableError(f"gene list '{path}' names no genes")
     dup = duplicates(genes)
     if dup:
-        raise ValueError(f"gene list '{path}': genes listed twice {dup}")
+        raise GenomicTableError(f"gene list '{path}': genes listed twice {dup}")
     return genes

@@ -172,7 +172,9 @@ class GenomicsModality(TableModality):
             dup = genomic.duplicates(genomic.raw_header(path))
             if dup:
                 raise ValueError(f"table '{path}': duplicate gene columns {dup}")
-            frame = cohort.table(path)
+            frame = cohort.table(path)  # its ids checked against the manifest's there
+        if self.format == "maf" or self.orientation == "genes_by_patients":
+            cohort.check_joined_ids(frame.index, path)
         frame = self.select_columns(frame)
         zero = self.format == "maf" and self.maf_patients_without_calls == "zero"
         refs: dict[str, Any] = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from fusion.io.tables import read_table
 from fusion.metrics import binary_auroc, harrell_cindex, macro_auroc
 
 #: P(grade = k) for the manifest's grades 1, 2, 3, named as the grade head names its predictions
@@ -63,8 +64,8 @@ def oracle_metrics(cohort_dir: str | Path, patient_ids: list[str] | None = None)
             raise FileNotFoundError(
                 f"synthetic cohort '{root}': {name} not found (write it with write_demo_cohort)"
             )
-    labels = pd.read_csv(root / "manifest.csv", dtype={"patient_id": str})
-    truth = pd.read_csv(root / "truth.csv", dtype={"patient_id": str})
+    labels = read_table(root / "manifest.csv")  # patient_id as text, as written: '007' stays '007'
+    truth = read_table(root / "truth.csv")
     frame = labels.merge(truth, on="patient_id", how="inner", validate="one_to_one")
     if patient_ids is not None:
         unknown = sorted(set(patient_ids) - set(frame["patient_id"]))
