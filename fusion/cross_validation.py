@@ -296,7 +296,8 @@ def _clip(low: float, high: float, bounds: MetricRange | None) -> list[float]:
 
 def _range_text(bounds: MetricRange | None) -> str:
     lowest, highest = bounds or (None, None)
-    return f"{'(-inf' if lowest is None else f'[{lowest:g}'}, {'inf)' if highest is None else f'{highest:g}]'}"
+    left = "(-inf" if lowest is None else f"[{lowest:g}"
+    return f"{left}, {'inf)' if highest is None else f'{highest:g}]'}"
 
 
 def _few_folds_notes(n_values: dict[str, int]) -> list[str]:

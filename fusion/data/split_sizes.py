@@ -89,7 +89,7 @@ def check_split_sizes(
     splits: Mapping[str, list[PatientRecord]],
     heads: Mapping[str, Head],
     minimums: SplitMinimums,
-    larger: str = "data.split.val and data.split.test",
+    larger: str = "larger data.split.val / data.split.test fractions",
 ) -> None:
     """Raise a one-line ConfigError naming every split that is too small. `larger`: the settings that give
     larger splits (fusion-cv: cv.folds, cv.val)."""
@@ -100,6 +100,6 @@ def check_split_sizes(
 
 def size_message(problems: list[str], larger: str) -> str:
     return (
-        f"split(s) too small to evaluate: {'; '.join(problems)}. Use a larger cohort or {larger} for "
-        "larger splits, or lower these minimums (0 turns a check off)"
+        f"split(s) too small to evaluate: {'; '.join(problems)}. Use a larger cohort or {larger}, "
+        "or lower these minimums (0 turns a check off)"
     )

@@ -45,7 +45,7 @@ def test_cv_runs_every_fold_and_tests_each_patient_once(tiny_cohort, tmp_path):
         assert half > 0, key
         interval = np.clip([values.mean() - half, values.mean() + half], 0, 1)  # clipped to the range
         assert summary["ci95"][key] == pytest.approx(interval.tolist(), rel=1e-9)
-    assert "every interval rests on 3 fold values, fewer than 5" in summary["ci_notes"][0]
+    assert any("on 3 fold values, fewer than 5" in note for note in summary["ci_notes"])
     tested = [
         pid
         for k in range(3)

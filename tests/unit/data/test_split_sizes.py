@@ -54,7 +54,7 @@ def test_a_five_patient_cohort_is_refused_naming_split_counts_and_setting():
         "survival events: 1, response responders: 0, response non-responders: 1), "
         "needs data.split.min_per_class.test=2"
     ) in message
-    assert "data.split.val and data.split.test" in message and "0 turns a check off" in message
+    assert "larger data.split.val / data.split.test fractions" in message and "0 turns a check off" in message
 
 
 def test_large_enough_splits_pass_and_unlabelled_patients_do_not_count_for_a_class():

@@ -1,4 +1,4 @@
-"""fusion-cv's summary: intervals clipped to each metric's range, and notes on clipped and few-fold intervals."""
+"""fusion-cv's summary: intervals clipped to each metric's range; notes on clipped and few-fold intervals."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_a_two_fold_auroc_interval_is_clipped_to_0_1_and_says_so():
 def test_only_the_side_that_leaves_the_range_is_clipped():
     values = [0.95, 0.99, 0.9, 0.97]
     low, high = _t_interval(values)
-    assert 0 < low and high > 1
+    assert low > 0 and high > 1
     out = summarise([{"oracle/survival_cindex": v} for v in values])
     assert out["ci95"]["oracle/survival_cindex"] == [pytest.approx(low), 1.0]
 
