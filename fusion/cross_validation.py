@@ -22,6 +22,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,27 @@ from scipy import stats
 from fusion.data.cohort import Cohort, CohortError
 from fusion.data.demo import ensure_demo_cohort
 from fusion.data.records import PatientRecord, collect_records
+from fusion.data.split_sizes import SplitMinimums, size_message, split_size_problems
 from fusion.data.splits import Fold, kfold_patients, read_fold_file, split_patients, write_fold_file
 from fusion.errors import ConfigError
+from fusion.heads.base import Head, MetricRange, known_metric_range
 from fusion.pipeline import build_heads, build_modalities, model_output, unimodal_weight
 from fusion.training import run_training
 
 log = logging.getLogger(__name__)
 SUMMARY_PREFIXES = ("test/", "oracle/")
+#: a CV interval from fewer fold values (folds x repeats with a value) is flagged in `ci_notes`: with J
+#: values the t quantile has J - 1 degrees of freedom (12.7 for J = 2, 4.3 for J = 3, 2.8 for J = 5) and the
+#: sd itself rests on J numbers, so below 5 the interval is too wide and too unstable to mean much
+MIN_FOLDS_FOR_CI = 5
 
 
 def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train one model per fold; write and return `cv_metrics.json` (per fold, mean, sd, 95% CI)."""
     output_dir = Path(output_dir)
     name = cfg.cv.get("name") or f"cv-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    plan = fold_plan(cfg)
+    plan, records, heads = _plan_with_records(cfg)
+    check_fold_sizes(plan, records, heads, SplitMinimums.from_split_config(cfg.data.split))
     folds = []
     for split in plan:
         run = f"repeat{split['repeat']}_fold{split['fold']}"
@@ -63,10 +71,29 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
         "splits_file": cfg.cv.get("splits_file"),
     }
     test_train_ratio = float(np.mean([len(f["test"]) / len(f["train"] + f["val"]) for f in plan]))
-    summary = {"name": name, "setup": setup, "folds": folds, **summarise(folds, test_train_ratio)}
+    ranges = metric_ranges({k for f in folds for k in f}, heads)
+    summary = {"name": name, "setup": setup, "folds": folds, **summarise(folds, test_train_ratio, ranges)}
     (output_dir / "cv_metrics.json").write_text(json.dumps(summary, indent=2))
     log.info("cv mean: %s", json.dumps(summary["mean"], indent=1))
+    for note in summary["ci_notes"]:
+        log.warning("cv 95%% CI: %s", note)
     return summary
+
+
+def check_fold_sizes(
+    plan: list[Fold], records: list[PatientRecord], heads: dict[str, Head], minimums: SplitMinimums
+) -> None:
+    """Refuse, before the first fold trains, every fold with a split too small to evaluate (one line)."""
+    by_id = {r.patient_id: r for r in records}
+    problems = []
+    for fold in plan:
+        splits = {role: [by_id[p] for p in fold[role] if p in by_id] for role in ("train", "val", "test")}
+        problems += [
+            f"repeat{fold['repeat']}_fold{fold['fold']}: {p}"
+            for p in split_size_problems(splits, heads, minimums)
+        ]
+    if problems:
+        raise ConfigError(size_message(problems, "fewer cv.folds (larger test folds) or a larger cv.val"))
 
 
 def fold_config(cfg: DictConfig, cv_name: str, run: str) -> DictConfig:
@@ -81,6 +108,11 @@ def fold_config(cfg: DictConfig, cv_name: str, run: str) -> DictConfig:
 
 def fold_plan(cfg: DictConfig) -> list[Fold]:
     """Every (repeat, fold) with its train/val/test patient ids: read from cv.splits_file, or computed."""
+    return _plan_with_records(cfg)[0]
+
+
+def _plan_with_records(cfg: DictConfig) -> tuple[list[Fold], list[PatientRecord], dict[str, Head]]:
+    """`fold_plan`, with the cohort's records and the config's heads it was drawn from."""
     cohort = Cohort.load(ensure_demo_cohort(cfg))
     heads = build_heads(cfg)
     records, problems = collect_records(cohort, build_modalities(cfg), heads)
@@ -91,7 +123,7 @@ def fold_plan(cfg: DictConfig) -> list[Fold]:
     }  # the others are left out, as in training
     splits_file = cfg.cv.get("splits_file")
     if splits_file and Path(splits_file).exists():
-        return _plan_from_file(cfg, Path(splits_file), cohort, records, usable)
+        return _plan_from_file(cfg, Path(splits_file), cohort, records, usable), records, heads
     # folds are drawn over every manifest patient, whatever the modality selection, so each config on the
     # same cohort and seed gets the same folds; a run then leaves out the patients it has no input for
     by = [h for h in (cfg.data.split.stratify_by or list(heads)[:1]) if h in heads]
@@ -116,7 +148,7 @@ def fold_plan(cfg: DictConfig) -> list[Fold]:
             write_fold_file(splits_file, plan),
             splits_file,
         )
-    return _usable_only(plan, usable)
+    return _usable_only(plan, usable), records, heads
 
 
 def _groups(cfg: DictConfig, cohort: Cohort, records: list[PatientRecord]) -> list[str | None] | None:
@@ -189,7 +221,25 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def summarise(folds: list[dict[str, Any]], test_train_ratio: float | None = None) -> dict[str, Any]:
+def metric_ranges(keys: Iterable[str], heads: Mapping[str, Head]) -> dict[str, MetricRange | None]:
+    """Summary key (``test/grade_auroc``) -> the metric's range, asked of the head whose name begins the
+    metric's (`Head.metric_range`); keys of no head get `known_metric_range`."""
+    ranges = {}
+    for key in keys:
+        if not key.startswith(SUMMARY_PREFIXES):
+            continue
+        metric = key.split("/", 1)[1]
+        owners = [name for name in heads if metric.startswith(f"{name}_")]
+        owner = max(owners, key=len) if owners else None
+        ranges[key] = known_metric_range(metric) if owner is None else heads[owner].metric_range(metric)
+    return ranges
+
+
+def summarise(
+    folds: list[dict[str, Any]],
+    test_train_ratio: float | None = None,
+    ranges: Mapping[str, MetricRange | None] | None = None,
+) -> dict[str, Any]:
     """Mean, sd and a t-based 95% CI of the mean over folds, per metric (folds with no value skipped).
 
     With ``test_train_ratio`` (test / training patients per fold) the interval is the corrected resampled t
@@ -198,9 +248,15 @@ def summarise(folds: list[dict[str, Any]], test_train_ratio: float | None = None
     share training patients, so their scores are correlated and sd^2 / J understates the uncertainty (the
     more so the more repeats); a 3-fold CI widens by a factor 1.58, a 3-fold x 3-repeat one by 2.35.
     Without it (e.g. folds from unrelated runs) the plain t interval. `ci_method` says which was used.
+
+    Each interval is clipped to its metric's range (``ranges``: key -> range or None = never clipped; keys
+    not in it get `known_metric_range`: [0, 1] for AUROC, C-index, ...). `ci_notes` says which intervals
+    were clipped, and that intervals from fewer than `MIN_FOLDS_FOR_CI` fold values mean little.
     """
     keys = sorted({k for f in folds for k in f if k.startswith(SUMMARY_PREFIXES)})
     mean, sd, ci = {}, {}, {}
+    clipped: list[str] = []
+    n_values: dict[str, int] = {}
     for key in keys:
         values = np.array(
             [f[key] for f in folds if isinstance(f.get(key), int | float) and not math.isnan(f[key])],
@@ -208,16 +264,58 @@ def summarise(folds: list[dict[str, Any]], test_train_ratio: float | None = None
         )
         if len(values) == 0:
             continue
+        n_values[key] = len(values)
         mean[key] = float(values.mean())
         sd[key] = float(values.std(ddof=1)) if len(values) > 1 else None
         if len(values) > 1:
             scale = 1 / len(values) + (test_train_ratio or 0.0)
             half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) * math.sqrt(scale)
-            ci[key] = [mean[key] - half, mean[key] + half]
+            bounds = ranges[key] if ranges is not None and key in ranges else known_metric_range(key)
+            ci[key] = _clip(mean[key] - half, mean[key] + half, bounds)
+            if ci[key] != [mean[key] - half, mean[key] + half]:
+                clipped.append(
+                    f"{key}: the interval [{mean[key] - half:.3g}, {mean[key] + half:.3g}] leaves the "
+                    f"metric's range {_range_text(bounds)}; clipped to [{ci[key][0]:.3g}, {ci[key][1]:.3g}]"
+                )
     method = (
         "t, plain: sd * sqrt(1/J)"
         if test_train_ratio is None
         else "t, corrected (Nadeau-Bengio): sd * sqrt(1/J + n_test/n_train), "
         f"n_test/n_train = {test_train_ratio:.3f}"
     )
-    return {"mean": mean, "sd": sd, "ci95": ci, "ci_method": method}
+    notes = _few_folds_notes(n_values) + clipped
+    return {"mean": mean, "sd": sd, "ci95": ci, "ci_method": method, "ci_notes": notes}
+
+
+def _clip(low: float, high: float, bounds: MetricRange | None) -> list[float]:
+    lowest, highest = bounds or (None, None)
+    floor = -math.inf if lowest is None else lowest
+    ceiling = math.inf if highest is None else highest
+    return [min(max(low, floor), ceiling), min(max(high, floor), ceiling)]
+
+
+def _range_text(bounds: MetricRange | None) -> str:
+    lowest, highest = bounds or (None, None)
+    left = "(-inf" if lowest is None else f"[{lowest:g}"
+    return f"{left}, {'inf)' if highest is None else f'{highest:g}]'}"
+
+
+def _few_folds_notes(n_values: dict[str, int]) -> list[str]:
+    """One note per fold count under `MIN_FOLDS_FOR_CI`, naming the metrics whose interval rests on it."""
+    notes = []
+    for n in sorted({n for n in n_values.values() if n < MIN_FOLDS_FOR_CI}):
+        keys = [k for k, m in n_values.items() if m == n]
+        if n == 1:
+            notes.append(f"no interval for {', '.join(keys)}: only one fold has a value")
+            continue
+        what = (
+            "every interval rests"
+            if len(keys) == len(n_values)
+            else f"the intervals of {', '.join(keys)} rest"
+        )
+        notes.append(
+            f"{what} on {n} fold values, fewer than {MIN_FOLDS_FOR_CI}: too few to mean much (the t "
+            f"quantile with {n - 1} degree(s) of freedom and an sd from {n} values make it wide and "
+            "unstable); run more folds or repeats (cv.folds, cv.repeats)"
+        )
+    return notes

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from fusion.data.dataset import Collator, FusionDataset
 from fusion.data.item_store import ItemStore
 from fusion.data.records import PatientRecord, collect_records, without_inputs
+from fusion.data.split_sizes import SplitMinimums, check_split_sizes
 from fusion.data.splits import split_patients
 from fusion.errors import ConfigError
 from fusion.heads.base import Head
@@ -28,7 +29,9 @@ class FusionDataModule(L.LightningDataModule):
     """Args:
     cohort, modalities, heads: what to read and which labels to use.
     splits: explicit {"train"|"val"|"test"|"predict": [patient ids]}; None = stratified split from `split`.
-    split: {"val": frac, "test": frac, "seed": int, "stratify_by": [head names]}.
+    split: {"val": frac, "test": frac, "seed": int, "stratify_by": [head names], "min_patients": {split: n},
+        "min_per_class": {split: n}}; setup("fit") refuses a split smaller than these minimums (see
+        `fusion.data.split_sizes`), whether computed here or given in `splits`.
     fit_modalities: learn modality state on the training split (False when it comes from a checkpoint).
     cache: where loaded inputs are kept: ``memory`` (default), ``disk`` (a persistent cache under
         `cache_dir`, read on access) or ``none`` (load on every access); ``True``/``False`` mean
@@ -64,6 +67,7 @@ class FusionDataModule(L.LightningDataModule):
         super().__init__()
         self.cohort, self.modalities, self.heads = cohort, modalities, heads
         self.split_cfg = {"val": 0.15, "test": 0.2, "seed": 0, "stratify_by": None, **(split or {})}
+        self.minimums = SplitMinimums.from_split_config(self.split_cfg)
         self.splits = splits
         self.batch_size = batch_size
         self.num_workers, self.pin_memory = check_workers(num_workers), check_flag("pin_memory", pin_memory)
@@ -109,6 +113,8 @@ class FusionDataModule(L.LightningDataModule):
         self.records = {name: [by_id[p] for p in ids if p in by_id] for name, ids in splits.items()}
         for name, recs in self.records.items():
             log.info("%s: %d patients", name, len(recs))
+        if stage in (None, "fit"):
+            check_split_sizes(self.records, self.heads, self.minimums)
         if self.cache != "none":
             self.store.load_all([r for recs in self.records.values() for r in recs])
         if self.fit_modalities:

@@ -14,8 +14,10 @@ metrics (`metrics`) are the same functions as the test-time ones, computed witho
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,21 @@ from fusion.metrics.bootstrap import point
 
 #: per-epoch metrics: the cheap metrics of `evaluate(full=False)`, no bootstrap
 EPOCH_SETTINGS = EvaluationSettings(n_bootstrap=0)
+
+#: the values a metric can take: (lowest, highest); None on a side = unbounded there
+MetricRange = tuple[float | None, float | None]
+
+#: metric names fusion knows to lie in [0, 1], matched at the end of a key such as ``test/grade_auroc``:
+#: AUROC, C-index (Harrell, Uno), balanced accuracy, macro F1, AUPRC, ECE, IBS, td-AUC and Brier at a horizon
+_UNIT_INTERVAL = re.compile(
+    r"(?:^|[_/])(?:auroc|cindex|balanced_accuracy|f1_macro|auprc|ece|ibs|(?:td_auc|brier)_[^_/]+)$"
+)
+
+
+def known_metric_range(metric: str) -> MetricRange | None:
+    """[0, 1] for a metric name fusion knows to be a proportion (see `_UNIT_INTERVAL`); None (unknown: never
+    clipped) for any other name, e.g. a custom head's mean absolute error."""
+    return (0.0, 1.0) if _UNIT_INTERVAL.search(metric) else None
 
 
 class Head(nn.Module):
@@ -91,6 +108,13 @@ class Head(nn.Module):
         """A short string for stratified splitting ('' for unknown)."""
         return "" if label is None else str(label)
 
+    def class_counts(self, labels: Sequence[Any]) -> dict[str, int]:
+        """Patients per class among known `labels`, for every class this head's metrics need in a val or
+        test split (zero counts included), e.g. each class of a classification head, the events of a
+        survival head. Checked against ``data.split.min_per_class`` before training. Default: {} (no
+        class needed, e.g. a regression head)."""
+        return {}
+
     # ------------------------------------------------------------- model
     @abstractmethod
     def forward(self, z: torch.Tensor) -> torch.Tensor: ...
@@ -108,6 +132,12 @@ class Head(nn.Module):
     @abstractmethod
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         """`prediction_columns` -> (B,) values, from the head's output."""
+
+    def metric_range(self, metric: str) -> MetricRange | None:
+        """The values `metric` (a key of `evaluate`'s metrics) can take, to which confidence intervals are
+        clipped; None = unbounded or unknown (never clipped). Default: `known_metric_range`; a head with
+        metrics of its own names overrides it, e.g. ``(0.0, None)`` for a mean absolute error."""
+        return known_metric_range(metric)
 
     @property
     def primary_metric(self) -> str:

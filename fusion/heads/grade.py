@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,9 @@ class GradeHead(Head):
 
     def label_columns(self, label: Any) -> dict[str, Any]:
         return {f"{self.name}_label": None if label is None else self.classes[label]}
+
+    def class_counts(self, labels: Sequence[Any]) -> dict[str, int]:
+        return {f"class {c}": sum(v == i for v in labels) for i, c in enumerate(self.classes)}
 
     # ------------------------------------------------------------- model
     def forward(self, z: torch.Tensor) -> torch.Tensor:

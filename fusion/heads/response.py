@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,9 @@ class ResponseHead(Head):
     @staticmethod
     def known(labels: torch.Tensor) -> torch.Tensor:
         return ~labels.isnan()
+
+    def class_counts(self, labels: Sequence[Any]) -> dict[str, int]:
+        return {"responders": sum(v == 1 for v in labels), "non-responders": sum(v == 0 for v in labels)}
 
     # ------------------------------------------------------------- model
     def forward(self, z: torch.Tensor) -> torch.Tensor:

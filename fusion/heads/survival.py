@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,9 @@ class SurvivalHead(Head):
 
     def stratum(self, label: Any) -> str:
         return "" if label is None else str(int(label[1]))
+
+    def class_counts(self, labels: Sequence[Any]) -> dict[str, int]:
+        return {"events": sum(v is not None and v[1] == 1 for v in labels)}
 
     # ------------------------------------------------------------- model
     def forward(self, z: torch.Tensor) -> torch.Tensor:
