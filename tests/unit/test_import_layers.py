@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fusion.checkpoint",),  # a checkpoint -> the trained pipeline
     ("fusion.pipeline",),  # builders from config: modalities, heads, model, data module
     ("fusion.lit", "fusion.prediction_table"),  # Lightning module; predict_step outputs -> a table
+    ("fusion.console",),  # what runs print: progress bar, epoch lines, quiet libraries, the final summary
     ("fusion.model", "fusion.optim"),  # encoders -> fuser -> heads; optimiser and schedule factories
     # the loading layer, where modalities and heads meet the cohort (records, item store, disk cache,
     # dataset, datamodule, splits, demo and synthetic cohorts)
