@@ -89,7 +89,9 @@ class FusionProgressBar(TQDMProgressBar):
     """A tqdm bar for the training epochs showing `key_figures` (no `v_num`); silent after `fit`
     (the validation, test and prediction passes of the best checkpoint)."""
 
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float]:
+    def get_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
         return dict(key_figures(trainer.callback_metrics))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
