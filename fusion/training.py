@@ -170,7 +170,7 @@ def _fit_and_evaluate(
                 metrics = _json_safe({**metrics, **oracle})
                 write_metrics(output_dir / "metrics.json", metrics, ci95, info)
     _finish_loggers(trainer)
-    log.info("metrics: %s", json.dumps(metrics, indent=1))
+    log.debug("metrics: %s", json.dumps(metrics, indent=1))  # in metrics.json; fusion-train prints a summary
     last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
     return TrainResult(metrics, output_dir, Path(best) if best else None, Path(last) if last else None)
 

@@ -16,7 +16,7 @@ from fusion.data.demo import write_demo_atomically
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     # to_container of a DictConfig is a dict; its stubs give the return type for any config or value
-    args = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    args = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     out = Path(args.pop("out")).expanduser().resolve()
     args.pop("task_name", None)
     manifest = write_demo_atomically(out, **args)

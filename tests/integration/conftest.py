@@ -29,11 +29,13 @@ TINY = [
 ]
 
 
-def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """`python -m module args` as a user would run the console script, W&B offline, output captured."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=600, cwd=cwd
     )
 
 

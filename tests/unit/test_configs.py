@@ -80,21 +80,23 @@ def test_every_logger_instantiates(logger, tmp_path):
 def test_callbacks_and_optim_resolve():
     cfg = _compose()
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]
-    assert len(callbacks) == 3
+    assert len(callbacks) == len(cfg.callbacks) == 4
     assert cfg.callbacks.model_checkpoint.monitor == "val/score"
     assert OmegaConf.to_container(cfg.optim, resolve=True)["lr"] > 0
 
 
 def test_callbacks_are_one_file_each_and_stay_overridable():
-    assert set(_options("callbacks")) == {"default", "model_checkpoint", "early_stopping", "progress_bar"}
+    options = {"default", "model_checkpoint", "early_stopping", "progress_bar", "epoch_lines"}
+    assert set(_options("callbacks")) == options
     targets = {name: node._target_ for name, node in _compose().callbacks.items()}
     assert targets == {
         "model_checkpoint": "fusion.callbacks.FiniteModelCheckpoint",  # never selects a NaN score
         "early_stopping": "lightning.pytorch.callbacks.EarlyStopping",
-        "progress_bar": "lightning.pytorch.callbacks.RichProgressBar",
+        "progress_bar": "fusion.console.FusionProgressBar",
+        "epoch_lines": "fusion.console.EpochLines",
     }
     cfg = _compose("~callbacks.progress_bar", "callbacks.early_stopping.patience=5")
-    assert list(cfg.callbacks) == ["model_checkpoint", "early_stopping"]
+    assert list(cfg.callbacks) == ["model_checkpoint", "early_stopping", "epoch_lines"]
     assert cfg.callbacks.early_stopping.patience == 5 and _compose().callbacks.early_stopping.patience == 10
     checkpoint = OmegaConf.to_container(cfg.callbacks.model_checkpoint, resolve=True)
     assert checkpoint["dirpath"] == "/tmp/fusion-config-test/checkpoints" and checkpoint["mode"] == "max"

@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     # resuming a run (its command, its loggers' state); Lightning callbacks of a training run
     ("fusion.resume", "fusion.callbacks"),
     ("fusion.lit", "fusion.prediction_table"),  # Lightning module; predict_step outputs -> a table
+    ("fusion.console",),  # what runs print: progress bar, epoch lines, quiet libraries, the final summary
     # encoders -> fuser -> heads; optimiser and schedule factories; non-finite outputs/losses/weights
     ("fusion.model", "fusion.optim", "fusion.divergence"),
     # the loading layer, where modalities and heads meet the cohort (records, item store, disk cache,
