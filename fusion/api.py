@@ -20,6 +20,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from omegaconf import DictConfig
 
+from fusion.console import quiet_third_party
 from fusion.modalities.base import Modality
 from fusion.prediction import predict_manifest
 from fusion.training import TrainResult, run_training
@@ -46,9 +47,11 @@ def train(
         cfg = compose(cfg)
     if modalities is not None and not isinstance(modalities, dict):
         modalities = {m.name: m for m in modalities}
+    quiet_third_party()  # as the CLI: no hardware banner, tips or checkpoint-reload chatter
     return run_training(cfg, output_dir=output_dir, modalities=modalities)
 
 
 def predict(ckpt_path: str | Path, manifest: str | Path, output: str | Path | None = None) -> pd.DataFrame:
     """Predict every patient of a manifest with a trained checkpoint (any modality may be missing)."""
+    quiet_third_party()
     return predict_manifest(ckpt_path, manifest, output=output)

@@ -24,6 +24,11 @@ from tests.integration.user_plugin.my_modality import RadiomicsModality
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: the 40-patient cohort's test split holds a single non-responder: below the default minimum of 2 per
+#: class (`data.split.min_per_class`), which these tests do not exercise
+SMALL_TEST_SPLIT = "data.split.min_per_class.test=1"
+
+
 def add_radiomics(manifest_path: Path) -> pd.DataFrame:
     """A per-patient .npy feature file in a `radiomics` column; every fifth patient misses it."""
     manifest = pd.read_csv(manifest_path)
@@ -81,6 +86,7 @@ def test_user_modality_trains_and_predicts_via_hydra(cohort_copy, tmp_path):
         f"data.manifest={cohort_copy}",
         f"hydra.run.dir={run}",
         *tiny_overrides("modality=[genomics,radiomics]"),
+        SMALL_TEST_SPLIT,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert isinstance(json.loads((run / "metrics.json").read_text())["test/survival_cindex"], float)
@@ -106,7 +112,7 @@ def test_instances_round_trip_through_the_checkpoint(cohort_copy, tmp_path, sele
     `fusion.predict(best checkpoint, manifest)` in a fresh process predicts every patient, exactly as the
     training process does."""
     manifest = add_radiomics(cohort_copy)
-    cfg = fusion.compose([f"data.manifest={cohort_copy}", *tiny_overrides(selection)])
+    cfg = fusion.compose([f"data.manifest={cohort_copy}", *tiny_overrides(selection), SMALL_TEST_SPLIT])
     instances = [RadiomicsModality(embed_dim=8), GenomicsModality(name="genomics", embed_dim=16)]
     result = fusion.train(cfg, output_dir=tmp_path / "run", modalities=instances)
     assert result.best_checkpoint is not None and result.best_checkpoint.exists()
