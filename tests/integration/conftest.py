@@ -39,6 +39,15 @@ def run_module(
     )
 
 
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The single `error: ...` line a command prints for bad input (exit 1, no traceback), asserted so."""
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-4000:]
+    return errors[0]
+
+
 #: a user's own modality and head, outside the package: `my_modality.py`, `my_head.py` and their YAMLs
 PLUGIN = Path(__file__).parent / "user_plugin"
 #: the environment in which the plugin's modules import (their YAMLs name `_target_: my_head...`)
