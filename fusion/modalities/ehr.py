@@ -6,7 +6,12 @@ else -> categorical), unless `numeric` / `categorical` / `ordinal` / `boolean` s
 (`scaling: quantile`, the default; see `quantile_scaling.py` for why) or z-scored (`scaling: zscore`);
 ordinal ranks and booleans are z-scored with training statistics; every number carries a missing
 indicator. Categories map to indices of a vocabulary learned on the training patients, with 0
-reserved for missing and unseen values.
+reserved for missing values and the last index for the rare level.
+
+The fitted state holds no patient's value (`privacy.py`): a statistic needs ``min_group`` training
+values in its column (else the column is treated as missing), quantiles need twice that (else the
+column is z-scored), and a category needs ``min_group`` training patients (else it joins the rare
+level, stored as a count). Date and identifier columns are refused before training (`ehr_refusals.py`).
 
 encoder="tokens": one token per column (FT-Transformer tokenizer) -> (n, n_columns, embed_dim)
 encoder="mlp":    numerics + indicators + category embeddings -> MLP -> (n, embed_dim)
@@ -14,6 +19,7 @@ encoder="mlp":    numerics + indicators + category embeddings -> MLP -> (n, embe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from fusion.io.cohort import CohortError, Problem
+from fusion.modalities.ehr_refusals import refused_columns
 from fusion.modalities.ehr_types import (
     ColumnTypes,
     category,
@@ -31,13 +39,22 @@ from fusion.modalities.ehr_types import (
     to_boolean,
     to_rank,
 )
-from fusion.modalities.quantile_scaling import fit_quantiles, quantile_normal
+from fusion.modalities.privacy import MIN_GROUP, checked_min_group, pool_rare
+from fusion.modalities.quantile_scaling import (
+    QUANTILE_GROUPS,
+    fit_quantiles,
+    has_quantiles,
+    quantile_grid,
+    quantile_normal,
+)
 from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
 from fusion.nn.tokenizer import FeatureTokenizer
 
 ENCODERS = ("tokens", "mlp")
 SCALINGS = ("quantile", "zscore")
 __all__ = ["EHRModality", "category", "infer_column_types"]  # the helpers moved to ehr_types
+
+log = logging.getLogger(__name__)
 
 
 class EHRTokenEncoder(nn.Module):
@@ -83,6 +100,7 @@ class EHRModality(TableModality):
         table: table path (relative to the manifest folder); default `<name>.csv|.tsv|.parquet`.
         on_error: ``raise`` or ``drop_modality`` for a broken row.
         columns: columns to use; None = every column but patient_id.
+        exclude: columns left out (identifiers, dates, anything not to learn from).
         numeric / categorical: columns whose type is declared rather than inferred from the dtype.
         ordinal: ``{column: [levels, lowest first]}``; a value outside the levels is an error.
         boolean: columns of true/false, yes/no, 1/0 (any case); any other value is an error.
@@ -90,6 +108,8 @@ class EHRModality(TableModality):
         scaling: numeric columns -> ``quantile`` normal scores (default) or ``zscore``.
         embed_dim: token / output size.
         dropout: dropout of the ``mlp`` encoder.
+        min_group: the fewest training patients behind any stored statistic or category
+            (`fusion.modalities.privacy`); also the fewest values that make a text column an identifier.
     """
 
     needs_fit = True
@@ -108,8 +128,12 @@ class EHRModality(TableModality):
         scaling: str = "quantile",
         embed_dim: int = 32,
         dropout: float = 0.1,
+        exclude: Sequence[str] | None = None,
+        min_group: int = MIN_GROUP,
     ):
         super().__init__(name=name, table=table, on_error=on_error)
+        self.exclude = [str(c) for c in exclude or []]
+        self.min_group = checked_min_group(min_group, f"modality '{name}'")
         if encoder not in ENCODERS:
             raise ValueError(f"modality '{name}': encoder must be one of {ENCODERS}, got '{encoder}'")
         if scaling not in SCALINGS:
@@ -136,7 +160,13 @@ class EHRModality(TableModality):
         # quantile scaling of the numeric columns: (q, n_numeric) training quantiles and value counts
         self.quantiles: np.ndarray | None = None
         self.counts: np.ndarray | None = None
+        self._probs: np.ndarray | None = None  # the probabilities of the quantiles' rows
+        # numeric-vector columns with at least min_group training values (the others count as missing)
+        self.usable: np.ndarray | None = None
         self.vocab: dict[str, list[str]] | None = None
+        # per categorical column, how many categories were pooled into the rare level; None = a
+        # checkpoint from before the rare level (unseen categories then map to 0, like missing)
+        self.rare: dict[str, int] | None = None
         self._index: list[dict[str, int]] = []
 
     @property
@@ -154,6 +184,7 @@ class EHRModality(TableModality):
         what = f"modality '{self.name}': columns"
         if self.types is None:
             wanted = self.columns if self.columns is not None else [str(c) for c in frame.columns]
+            wanted = [c for c in wanted if c not in self.exclude]
             declared = self.numeric + self.categorical + list(self.ordinal) + self.boolean
             undeclared = [c for c in declared if c not in wanted]
             if undeclared:
@@ -165,10 +196,22 @@ class EHRModality(TableModality):
                 raise ValueError(f"modality '{self.name}': table '{self.table_path}' has no columns to use")
             chosen = select_table_columns(frame, wanted, what, self.table_path)
             rest = [c for c in chosen.columns if c not in self.ordinal and c not in self.boolean]
+            self._refuse_dates_and_identifiers(chosen, [c for c in rest if c not in self.numeric])
             num, cat = infer_column_types(chosen[rest], self.numeric, self.categorical)
             ordinal = {c: self.ordinal[c] for c in wanted if c in self.ordinal}
             self.types = ColumnTypes(num, cat, ordinal, [c for c in wanted if c in self.boolean])
         return select_table_columns(frame, self.types.columns, what, self.table_path)
+
+    def _refuse_dates_and_identifiers(self, chosen: pd.DataFrame, text_columns: list[str]) -> None:
+        """A CohortError naming every date or identifier column (no value shown), before training."""
+        refused = refused_columns(chosen, text_columns, self.min_group, self.name)
+        if refused:
+            file = None if self.table_path is None else str(self.table_path)
+            problems = [
+                Problem(None, col, f"modality '{self.name}': the column {why}", file)
+                for col, why in refused.items()
+            ]
+            raise CohortError(problems, f"modality '{self.name}' table '{self.table_path}'")
 
     def check(self, ref: Any) -> list[str]:
         """Bad values (non-numeric, infinite, unknown level, non-boolean), each naming row and column."""
@@ -183,36 +226,76 @@ class EHRModality(TableModality):
         return item
 
     def fit(self, items: list[dict[str, Any]]) -> None:
-        """Numeric mean/std (and quantiles) and category vocabularies from the training items only."""
+        """Numeric mean/std (and quantiles) and category vocabularies from the training items only,
+        each from at least `min_group` patients (see the module docstring)."""
         if not items:
             raise ValueError(f"modality '{self.name}': fit() got no training items")
-        cat_columns = self._types().categorical
+        types = self._types()
         num = np.stack([np.asarray(item["num"], dtype=np.float64) for item in items]).reshape(len(items), -1)
-        self.mean, self.std = nan_mean_std(num)
+        self.usable = (~np.isnan(num)).sum(axis=0) >= self.min_group
+        mean, std = nan_mean_std(num)
+        self.mean, self.std = np.where(self.usable, mean, 0.0), np.where(self.usable, std, 1.0)
+        too_few = [col for col, ok in zip(types.features, self.usable, strict=True) if not ok]
+        if too_few:
+            log.warning(
+                "modality '%s': columns %s have fewer than min_group=%d training values; they are treated "
+                "as missing (no statistic of fewer patients is stored)",
+                self.name,
+                too_few,
+                self.min_group,
+            )
         if self.scaling == "quantile":
-            self.quantiles, self.counts = fit_quantiles(num[:, : len(self._types().numeric)])
-        self.vocab = {
-            col: sorted({item["cat"][j] for item in items if item["cat"][j] is not None})
-            for j, col in enumerate(cat_columns)
-        }
+            self.quantiles, self.counts = fit_quantiles(num[:, : len(types.numeric)], self.min_group)
+            self._probs = quantile_grid(self.quantiles.shape[0])
+            zscored = [
+                col
+                for col, fitted, ok in zip(
+                    types.numeric, has_quantiles(self.quantiles), self.usable, strict=False
+                )
+                if ok and not fitted
+            ]
+            if zscored:
+                log.info(
+                    "modality '%s': columns %s have fewer than %d x min_group=%d training values; they are "
+                    "z-scored instead of quantile-scaled",
+                    self.name,
+                    zscored,
+                    QUANTILE_GROUPS,
+                    self.min_group,
+                )
+        self.vocab, self.rare = {}, {}
+        for j, col in enumerate(types.categorical):
+            self.vocab[col], self.rare[col] = pool_rare((item["cat"][j] for item in items), self.min_group)
+        pooled = {col: n for col, n in self.rare.items() if n}
+        if pooled:
+            log.info(
+                "modality '%s': categories of fewer than min_group=%d training patients are pooled into one "
+                "rare level (number pooled per column: %s)",
+                self.name,
+                self.min_group,
+                pooled,
+            )
         self._build_index()
 
     def transform(self, item: dict[str, Any], train: bool) -> dict[str, Tensor]:
-        """Scaled numerics (missing -> 0), missing indicators, category indices (unseen -> 0)."""
+        """Scaled numerics (missing -> 0), missing indicators, category indices (missing -> 0, rare or
+        unseen -> the rare level, the last index)."""
         if self.mean is None or self.std is None or self.vocab is None:
             raise RuntimeError(
                 f"modality '{self.name}': transform() called before fit(); fit on the training items "
                 "or load_state_dict() from a checkpoint first"
             )
         x = np.asarray(item["num"], dtype=np.float64)
-        missing = np.isnan(x)
+        missing = np.isnan(x) if self.usable is None else np.isnan(x) | ~self.usable
         z = (x - self.mean) / self.std
         if self.quantiles is not None and self.counts is not None:
             n_numeric = self.quantiles.shape[1]
-            z[:n_numeric] = quantile_normal(x[:n_numeric], self.quantiles, self.counts)
+            scored = quantile_normal(x[:n_numeric], self.quantiles, self.counts, self.quantile_probs)
+            quantile_scaled = has_quantiles(self.quantiles) | (self.counts == 0)  # 0 for an empty column
+            z[:n_numeric] = np.where(quantile_scaled, scored, z[:n_numeric])
         z = np.where(missing, 0.0, z)
         cat = [
-            index.get(value, 0) if value is not None else 0
+            index.get(value, self._rare_index(index)) if value is not None else 0
             for index, value in zip(self._index, item["cat"], strict=True)
         ]
         return {
@@ -232,7 +315,10 @@ class EHRModality(TableModality):
                 f"modality '{self.name}': build_encoder() needs fit() or load_state_dict() first"
             )
         types = self._types()
-        cards = [len(self.vocab[col]) + 1 for col in types.categorical]
+        extra = (
+            1 if self.rare is None else 2
+        )  # missing (0), then the rare level (last) unless an old checkpoint
+        cards = [len(self.vocab[col]) + extra for col in types.categorical]
         if self.encoder == "tokens":
             return EHRTokenEncoder(len(types.features), cards, self.embed_dim)
         return EHRMLPEncoder(len(types.features), cards, self.embed_dim, self.dropout)
@@ -257,12 +343,21 @@ class EHRModality(TableModality):
             "boolean": list(self.types.boolean),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            **({} if self.usable is None else {"usable": [bool(v) for v in self.usable]}),
             **(
-                {"quantiles": self.quantiles.tolist(), "counts": self.counts.tolist()}
+                {
+                    # a column without quantiles (too few values) is None: plain JSON, comparable
+                    "quantiles": [
+                        [None if np.isnan(v) else v for v in row] for row in self.quantiles.tolist()
+                    ],
+                    "quantile_probs": self.quantile_probs.tolist(),
+                    "counts": self.counts.tolist(),
+                }
                 if self.quantiles is not None and self.counts is not None
                 else {}
             ),
             "vocab": {col: list(values) for col, values in self.vocab.items()},
+            **({} if self.rare is None else {"rare": dict(self.rare)}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -286,10 +381,28 @@ class EHRModality(TableModality):
                 -1, len(self.types.numeric)
             )
             self.counts = np.asarray(state["counts"], dtype=np.float64).reshape(-1)
+            # checkpoints before the fixed grid stored quantiles at evenly spaced probabilities 0..1
+            probs = state.get("quantile_probs")
+            self._probs = (
+                np.linspace(0.0, 1.0, self.quantiles.shape[0])
+                if probs is None
+                else np.asarray(probs, dtype=np.float64)
+            )
+        usable = state.get("usable")
+        self.usable = None if usable is None else np.asarray(usable, dtype=bool).reshape(-1)
         self.vocab = {col: list(values) for col, values in state["vocab"].items()}
+        rare = state.get("rare")
+        self.rare = None if rare is None else {str(c): int(n) for c, n in rare.items()}
         self._build_index()
 
     # ----------------------------------------------------------------- helpers
+    @property
+    def quantile_probs(self) -> np.ndarray:
+        """The probabilities of the rows of `quantiles` (the fixed grid, or an old checkpoint's)."""
+        if self._probs is None:
+            raise RuntimeError(f"modality '{self.name}': no quantiles fitted")
+        return self._probs
+
     def _types(self) -> ColumnTypes:
         if self.types is None:
             raise RuntimeError(
@@ -297,6 +410,10 @@ class EHRModality(TableModality):
                 "or load_state_dict() from a checkpoint first"
             )
         return self.types
+
+    def _rare_index(self, index: dict[str, int]) -> int:
+        """Where rare and unseen categories go: the last index (0, like missing, in old checkpoints)."""
+        return 0 if self.rare is None else len(index) + 1
 
     def _build_index(self) -> None:
         assert self.vocab is not None

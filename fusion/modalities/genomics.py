@@ -3,13 +3,15 @@
 gather  the table (either orientation) or a MAF, as patients x genes; a gene list narrows the genes
 load    the genes as float32, NaN kept (a missing measurement is not an error)
 fit     on the training patients only: the gene selection (top-k variance, MAF genes mutated in
-        training) and per-gene mean / std (log1p first for expression; none for binary)
+        training) and per-gene mean / std (log1p first for expression; none for binary), each from at
+        least `min_group` training values (`privacy.py`): a gene with fewer is treated as missing (0)
 encode  a self-normalising MLP (SNN), as in PathomicFusion's genomic branch; its input size is
         the fitted selection's
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from torch import nn
 from fusion.io import genomic
 from fusion.io.cohort import is_missing
 from fusion.io.gmt import read_gmt
+from fusion.modalities.privacy import MIN_GROUP, checked_min_group
 from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
 from fusion.nn.pathways import PathwayEncoder
 from fusion.nn.snn import SNN
@@ -34,6 +37,8 @@ FORMATS = ("matrix", "maf")
 VALUE_TYPES = ("expression", "binary", "cnv")
 MISSING_GENES = ("raise", "drop", "zero")
 WITHOUT_CALLS = ("missing", "zero")
+
+log = logging.getLogger(__name__)
 
 
 class GenomicsModality(TableModality):
@@ -64,6 +69,7 @@ class GenomicsModality(TableModality):
         gene_sets: a GMT file (relative to the manifest folder): one token per gene set
             (`fusion.nn.pathways.PathwayEncoder`) instead of one SNN embedding; None = the SNN.
         other_token: with `gene_sets`, one more token over the selected genes that are in no set.
+        min_group: the fewest training values behind a stored per-gene mean / std (`privacy.py`).
     """
 
     needs_fit = True
@@ -91,6 +97,7 @@ class GenomicsModality(TableModality):
         maf_patients_without_calls: str = "missing",
         gene_sets: str | Path | None = None,
         other_token: bool = False,
+        min_group: int = MIN_GROUP,
     ):
         super().__init__(name=name, table=table, on_error=on_error)
         where = f"modality '{name}'"
@@ -130,6 +137,7 @@ class GenomicsModality(TableModality):
         self.hidden = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
         self.input_noise = float(input_noise)
+        self.min_group = checked_min_group(min_group, where)
         if not self.input_noise >= 0.0:
             raise ValueError(f"{where}: input_noise must be >= 0 (an sd in z-score units), got {input_noise}")
         if self.input_noise > 0 and self.value_type == "binary":
@@ -143,6 +151,7 @@ class GenomicsModality(TableModality):
         self._keep: np.ndarray | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        self.usable: np.ndarray | None = None  # genes with min_group training values (others: 0)
 
     # ----------------------------------------------------------------- cohort side
     def gather(self, cohort: Cohort) -> dict[str, Any]:
@@ -238,9 +247,21 @@ class GenomicsModality(TableModality):
         if self._gene_sets_path is not None:  # gene names only, no patient values: nothing can leak
             self.pathways = read_gmt(self._gene_sets_path, genes=self.selected)
         if self.value_type == "binary":
-            self.mean, self.std = np.zeros(len(keep)), np.ones(len(keep))
+            self.mean, self.std, self.usable = np.zeros(len(keep)), np.ones(len(keep)), None
         else:
-            self.mean, self.std = nan_mean_std(matrix[:, keep])
+            self.usable = (~np.isnan(matrix[:, keep])).sum(axis=0) >= self.min_group
+            mean, std = nan_mean_std(matrix[:, keep])
+            self.mean, self.std = np.where(self.usable, mean, 0.0), np.where(self.usable, std, 1.0)
+            too_few = [g for g, ok in zip(self.selected, self.usable, strict=True) if not ok]
+            if too_few:
+                log.warning(
+                    "modality '%s': %d gene(s) (e.g. %s) have fewer than min_group=%d training values; they "
+                    "are treated as missing (no statistic of fewer patients is stored)",
+                    self.name,
+                    len(too_few),
+                    too_few[:5],
+                    self.min_group,
+                )
 
     def transform(self, item: Any, train: bool) -> torch.Tensor:
         """Selected genes, log1p + z-score with the fitted state; missing values become 0."""
@@ -255,6 +276,8 @@ class GenomicsModality(TableModality):
                 f"modality '{self.name}': item has {x.shape[0]} genes, fitted on {len(self._genes())}"
             )
         z = np.nan_to_num((x[self._keep] - self.mean) / self.std, nan=0.0)
+        if self.usable is not None:
+            z = np.where(self.usable, z, 0.0)
         return torch.from_numpy(z.astype(np.float32))
 
     # ----------------------------------------------------------------- model side
@@ -290,6 +313,7 @@ class GenomicsModality(TableModality):
             "value_type": self.value_type,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            **({} if self.usable is None else {"usable": [bool(v) for v in self.usable]}),
             "pathways": self.pathways,
         }
 
@@ -303,6 +327,8 @@ class GenomicsModality(TableModality):
         self.value_type = str(state.get("value_type", self.value_type))
         self.mean = np.asarray(state["mean"], dtype=np.float64)
         self.std = np.asarray(state["std"], dtype=np.float64)
+        usable = state.get("usable")  # absent: binary calls, or a checkpoint from before min_group
+        self.usable = None if usable is None else np.asarray(usable, dtype=bool)
         self.pathways = state.get("pathways")
 
     # ----------------------------------------------------------------- helpers

@@ -12,6 +12,7 @@ attends only to real tiles: a patient's embedding does not depend on who else is
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,12 @@ from fusion.modalities.histology_inputs import (
     pad_bags,
     reference_problem,
 )
+from fusion.modalities.privacy import MIN_GROUP, checked_min_group
 from fusion.nn.bag_encoder import AGGREGATORS, FeatureBagEncoder, make_aggregator
 from fusion.nn.bags import pad_feature_bags
 from fusion.nn.tile_cnn import TileCNN
+
+log = logging.getLogger(__name__)
 
 
 class HistologyEncoder(nn.Module):
@@ -117,6 +121,8 @@ class HistologyModality(Modality):
         aggregator: ``abmil`` (gated attention MIL) or ``transmil`` (CLS token + Nystrom transformer).
         eval_chunk: tiles per CNN call (or feature rows per projection) at evaluation.
         transmil_layers, transmil_heads, transmil_landmarks: TransMIL depth, heads, Nystrom landmarks.
+        min_group: the fewest training patients behind the stored colour statistics (`privacy.py`);
+            with fewer, the default H&E statistics are kept.
     """
 
     needs_fit = True  # per-channel intensity statistics of the training tiles (tiles input only)
@@ -143,8 +149,10 @@ class HistologyModality(Modality):
         transmil_layers: int = 2,
         transmil_heads: int = 4,
         transmil_landmarks: int = 64,
+        min_group: int = MIN_GROUP,
     ):
         super().__init__(name=name, column=column, on_error=on_error)
+        self.min_group = checked_min_group(min_group, f"modality '{name}'")
         if input not in INPUTS:
             raise ValueError(f"modality '{name}': input must be one of {INPUTS}, got '{input}'")
         if input == "features" and (feature_dim is None or int(feature_dim) < 1):
@@ -226,8 +234,17 @@ class HistologyModality(Modality):
         return json.dumps(settings, sort_keys=True)
 
     def fit(self, items: list[torch.Tensor]) -> None:
-        """Per-channel mean / std of the training tiles (exact, from 256-bin histograms)."""
+        """Per-channel mean / std of the training tiles (exact, from 256-bin histograms), from at least
+        `min_group` training patients; with fewer the default H&E statistics stay."""
         if self.input == "features":
+            return
+        if len(items) < self.min_group:
+            log.info(
+                "modality '%s': fewer than min_group=%d training patients; the default H&E colour "
+                "statistics are used (none of fewer patients is stored)",
+                self.name,
+                self.min_group,
+            )
             return
         counts = torch.zeros(3, 256, dtype=torch.float64)
         for item in items:

@@ -56,7 +56,7 @@ def write_cohort(root: Path, frame: pd.DataFrame) -> Cohort:
 
 
 def fitted(cohort: Cohort, **kwargs) -> tuple[EHRModality, dict]:
-    mod = EHRModality(embed_dim=8, **kwargs)
+    mod = EHRModality(embed_dim=8, **{"min_group": 1, **kwargs})  # 1: no pooling, every statistic
     refs = mod.gather(cohort)
     items = {pid: mod.load(ref) for pid, ref in refs.items() if ref is not None}
     mod.fit([items[pid] for pid in TRAIN])
@@ -142,7 +142,7 @@ def test_transform_missing_indicator_and_unseen_category(tmp_path):
     assert p1["num"][0].item() == pytest.approx((55 - mod.mean[0]) / mod.std[0], rel=1e-5)
     assert mod.transform(items["p6"], False)["cat"][0].item() == 0  # missing sex
     p8 = mod.transform(items["p8"], False)
-    assert p8["cat"][2].item() == 0  # 'vaping' never seen in training
+    assert p8["cat"][2].item() == 4  # 'vaping' never seen in training: the rare level, after 3 smoking values
     assert p8["cat"][:2].tolist() == [2, 4]  # 'M', 'IV'
     assert not p8["num_missing"].any()
 

@@ -45,7 +45,7 @@ def cohort(root: Path, table: pd.DataFrame) -> Cohort:
 
 
 def fitted(root: Path, table: pd.DataFrame, **kwargs) -> tuple[EHRModality, dict]:
-    mod = EHRModality(embed_dim=8, **{**TYPES, **kwargs})
+    mod = EHRModality(embed_dim=8, **{**TYPES, "min_group": 1, **kwargs})  # 1: every statistic
     refs = mod.gather(cohort(root, table))
     items = {pid: mod.load(ref) for pid, ref in refs.items()}
     mod.fit([items[pid] for pid in TRAIN])

@@ -197,7 +197,7 @@ def test_top_k_variance_is_fitted_on_training_patients_only(tmp_path):
 
 def test_value_types_cnv_and_binary_checks(tmp_path):
     cnv = matrix() - 3.0  # negative values are fine without log
-    mod = GenomicsModality(name="cnv", value_type="cnv")
+    mod = GenomicsModality(name="cnv", value_type="cnv", min_group=1)
     assert not mod.log1p
     items = loaded(mod, cohort(tmp_path / "c", {"cnv.csv": cnv}))
     mod.fit([items[p] for p in TRAIN])

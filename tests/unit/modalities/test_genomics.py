@@ -41,7 +41,7 @@ def write_cohort(root: Path, frame: pd.DataFrame) -> Cohort:
 
 
 def fitted(cohort: Cohort, **kwargs) -> tuple[GenomicsModality, dict]:
-    mod = GenomicsModality(embed_dim=16, hidden=(8,), **kwargs)
+    mod = GenomicsModality(embed_dim=16, hidden=(8,), **{"min_group": 1, **kwargs})
     refs = mod.gather(cohort)
     items = {pid: mod.load(ref) for pid, ref in refs.items() if ref is not None}
     mod.fit([items[pid] for pid in TRAIN])

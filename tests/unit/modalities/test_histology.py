@@ -270,7 +270,7 @@ def test_tile_cnn_embeds_tiles_of_any_size(norm: str) -> None:
 def test_fit_learns_channel_statistics_and_round_trips_through_state_dict() -> None:
     torch.manual_seed(0)
     items = [torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8) for n in (2, 5)]
-    modality = small_modality()
+    modality = small_modality(min_group=2)  # two training patients
     modality.fit(items)
     pixels = torch.cat(items).permute(1, 0, 2, 3).reshape(3, -1).double() / 255
     np.testing.assert_allclose(modality.mean, pixels.mean(dim=1).numpy(), atol=1e-9)
