@@ -226,3 +226,23 @@ def test_histology_colour_statistics_need_min_group_patients():
     enough = HistologyModality(tile_size=8)
     enough.fit(bags)
     assert enough.fitted and enough.mean != DEFAULT_MEAN
+
+
+def test_a_checkpoint_from_before_the_rule_still_loads():
+    """Old state: quantiles at evenly spaced probabilities 0..1, no usable mask, no rare level."""
+    old = {
+        "numeric": ["age"],
+        "categorical": ["town"],
+        "mean": [60.0],
+        "std": [10.0],
+        "quantiles": [[40.0], [60.0], [80.0]],
+        "counts": [3],
+        "vocab": {"town": ["Leeds", "York"]},
+    }
+    mod = EHRModality(embed_dim=8)
+    mod.load_state_dict(old)
+    out = mod.transform({"num": np.array([60.0], dtype=np.float32), "cat": ["Atlantis"]}, False)
+    assert out["num"][0].item() == pytest.approx(0.0, abs=1e-6)  # the middle of 0, 0.5, 1
+    assert out["cat"][0].item() == 0  # unseen: the missing index, as before
+    assert list(mod.build_encoder().tokenizer.cat_cardinalities) == [3]
+    assert "rare" not in mod.state_dict() and "usable" not in mod.state_dict()
