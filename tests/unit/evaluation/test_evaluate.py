@@ -110,7 +110,9 @@ def test_uno_uses_training_censoring(evaluated):
     # the reference is fitted on training patients with a label and a prediction (row 2 has none)
     scored = train_frame["risk"].notna().to_numpy()
     t_tr, e_tr = np.array(list(train_labels["survival"].values()))[scored].T
-    exact = SurvivalReference.fit(train_frame["risk"][scored], t_tr, e_tr.astype(bool), min_group=None)
+    # fitted as fit_references does: on the float32 label tensor's times
+    as_labelled = t_tr.astype(np.float32).astype(float)
+    exact = SurvivalReference.fit(train_frame["risk"][scored], as_labelled, e_tr.astype(bool), min_group=None)
     head = {"survival": HEADS["survival"]}
     with_exact = evaluate(
         frame, labels, head, EvaluationSettings(n_bootstrap=0), {"survival": exact.to_dict()}

@@ -62,20 +62,22 @@ def test_pooling_moves_the_ipcw_metrics_little(train):
     risk, time, event = train
     t_risk, t_time, t_event = split(np.random.default_rng(4), 200)
     counts = np.ones((1, len(t_risk)))
+    exact, pooled = (SurvivalReference.fit(risk, time, event, min_group=m) for m in (None, MIN_GROUP))
+    h = exact.event_quantiles["q50"]
     values = {}
-    for name, min_group in (("exact", None), ("pooled", MIN_GROUP)):
-        ref = SurvivalReference.fit(risk, time, event, min_group=min_group)
-        h = ref.event_quantiles["q50"]
+    for name, ref in (("exact", exact), ("pooled", pooled)):
         brier = ws.brier_contributions(
             ref.baseline.survival(t_risk, [h]), t_time, t_event, ref.censoring, [h]
         )
         values[name] = [
             ws.uno_cindex(counts, t_risk, t_time, t_event, ref.censoring, 20.0)[0],
-            ws.cumulative_dynamic_auc(counts, t_risk, t_time, t_event, ref.censoring, 8.0)[0],
+            ws.cumulative_dynamic_auc(counts, t_risk, t_time, t_event, ref.censoring, h)[0],
             ws.weighted_mean(counts, brier[:, 0])[0],
-            h,
         ]
     assert values["pooled"] == pytest.approx(values["exact"], abs=0.01)
+    # the default horizons: quantiles of the pooled event-time distribution, close to the exact ones
+    for q in ("q25", "q50", "q75"):
+        assert pooled.event_quantiles[q] == pytest.approx(exact.event_quantiles[q], rel=0.05)
 
 
 def test_checkpoints_with_exact_step_functions_still_load(train):
@@ -88,7 +90,7 @@ def test_checkpoints_with_exact_step_functions_still_load(train):
     pooled = SurvivalReference.from_dict(SurvivalReference.fit(risk, time, event).to_dict())
     assert isinstance(pooled.censoring, PiecewiseLinear)
     assert pooled.baseline.survival(risk[:5], grid) == pytest.approx(
-        exact.baseline.survival(risk[:5], grid), abs=0.02
+        exact.baseline.survival(risk[:5], grid), abs=0.05
     )
 
 
