@@ -24,9 +24,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tests.integration.conftest import one_error_line, run_module, tiny_overrides
 
-PLANTED_STRING = "Zzyzxtown"
+PLANTED_STRING = "Zzyzxtown"  # one patient each: Zzyzxtown1 ... Zzyzxtown5
+#: each value is planted in 5 patients (+ k * 1.1e-5), so that some are training patients whatever the split
 PLANTED_EHR = {"age": [97.123456, 23.370123], "ldh": [8642.123]}
 PLANTED_GENE = 31415.926
+COPIES = 5
 #: a float in text: 12.34, -1.5e-07, 3e+02
 NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
@@ -53,17 +55,22 @@ def planted(tiny_cohort, tmp_path_factory) -> tuple[Path, np.ndarray]:
         manifest["survival_time"].round(1) + 0.012345 + 0.000107 * np.arange(len(manifest))
     )
     manifest.to_csv(folder / "manifest.csv", index=False)
+    copies = 1.1e-5 * np.arange(COPIES)
     ehr = pd.read_csv(tiny_cohort.parent / "ehr.csv")
+    rows = iter(range(len(ehr)))  # each planted value in its own patients
+    numbers = []
     for column, values in PLANTED_EHR.items():
         ehr[column] = ehr[column].astype(float)
-        ehr.loc[: len(values) - 1, column] = values
+        for value in values:
+            ehr.loc[[next(rows) for _ in copies], column] = value + copies
+            numbers += (value + copies).tolist()
     ehr["town"] = ["north" if i % 2 else "south" for i in range(len(ehr))]
-    ehr.loc[3, "town"] = PLANTED_STRING
+    ehr.loc[[next(rows) for _ in copies], "town"] = [f"{PLANTED_STRING}{k + 1}" for k in range(COPIES)]
     ehr.to_csv(folder / "ehr.csv", index=False)
-    genomics = pd.read_csv(tiny_cohort.parent / "genomics.csv")
-    genomics.loc[5, "GENE001"] = PLANTED_GENE
+    genomics = pd.read_csv(tiny_cohort.parent / "genomics.csv").astype({"GENE001": float})
+    genomics.loc[[next(rows) for _ in copies], "GENE001"] = PLANTED_GENE + copies
     genomics.to_csv(folder / "genomics.csv", index=False)
-    numbers = [v for values in PLANTED_EHR.values() for v in values] + [PLANTED_GENE]
+    numbers += (PLANTED_GENE + copies).tolist()
     return folder / "manifest.csv", np.array(numbers + manifest["survival_time"].tolist())
 
 
