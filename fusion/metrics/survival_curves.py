@@ -87,7 +87,8 @@ def round_up(x: float) -> float:
 def pooled_knots(time: np.ndarray, min_group: int, steps: int = GRID_STEPS) -> np.ndarray:
     """0, then points of the regular grid of `steps` steps from 0 to `round_up(max(time))`, each placed as
     soon as the interval since the previous knot holds `min_group` of `time`; a shorter remainder joins
-    the last interval (then ending at the grid's top). Fewer than `min_group` times: [0, top]."""
+    the last interval, which then ends at the grid point after the longest time. Fewer than `min_group`
+    times: 0 and that grid point."""
     time = np.asarray(time, float)
     top = round_up(float(time.max())) if time.size else 1.0
     edges = top * np.arange(steps + 1) / steps
@@ -98,10 +99,9 @@ def pooled_knots(time: np.ndarray, min_group: int, steps: int = GRID_STEPS) -> n
         if pending >= min_group:
             knots.append(float(edges[k + 1]))
             pending = 0
-    if len(knots) == 1:
-        knots.append(top)
-    elif pending:
-        knots[-1] = top
+    if pending:  # the times after the last knot: too few for an interval of their own
+        last = float(edges[np.flatnonzero(counts)[-1] + 1])
+        knots = [*knots[:-1], last] if len(knots) > 1 else [0.0, last]
     return np.asarray(knots)
 
 
