@@ -1,15 +1,17 @@
 """No patient's value in any checkpoint or output (README "Patient privacy").
 
-A small EHR + genomics cohort gets distinctive planted values (an age of 97.123456, a biomarker of
-8642.123, a gene expression of 31415.926, a town "Zzyzxtown" only one patient has, survival times
-with distinctive decimals); after a short training run (CSV and offline W&B loggers) every number,
-tensor and string of every checkpoint and every byte of every file of the run folder, and what the
-command printed, are scanned for them. Numbers match with a relative tolerance of 1e-6 (a float32
-copy of a value is found too).
+A small EHR + genomics cohort gets distinctive planted values (ages of 97.123456 and 23.370123, a
+biomarker of 8642.123, a gene expression of 31415.926, town names "Zzyzxtown1".."Zzyzxtown5" that one
+patient each has, survival times with distinctive decimals; each value in 5 patients, so that training
+patients hold some whatever the split). After a short training run (CSV and offline W&B loggers) and
+`fusion-predict` on that cohort, every number, tensor and string of every checkpoint, every byte of
+every file of the run folder and what the commands printed are scanned for them. Numbers match with a
+relative tolerance of 1e-6 (a float32 copy of a value is found too).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -88,7 +90,18 @@ def run(planted, tmp_path_factory) -> tuple[Path, str]:
         "evaluation.n_bootstrap=20",
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    return run_dir, result.stdout + result.stderr
+    best = json.loads((run_dir / "metrics.json").read_text())["info"]["best_checkpoint"]
+    # fusion-predict on the same labelled cohort, into the run folder so that its files are scanned too
+    predicted = run_module(
+        "fusion.cli.predict",
+        f"ckpt_path={best}",
+        f"data.manifest={manifest}",
+        f"hydra.run.dir={run_dir / 'predict'}",
+        "evaluation.n_bootstrap=20",
+    )
+    assert predicted.returncode == 0, predicted.stderr[-4000:]
+    assert (run_dir / "predict" / "report" / "evaluation.json").exists()
+    return run_dir, result.stdout + result.stderr + predicted.stdout + predicted.stderr
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +124,7 @@ def findings(planted, run) -> list[Finding]:
 
 def test_no_checkpoint_part_or_output_file_holds_a_planted_value(findings):
     """Weights, config, evaluation reference, training-id hashes, metrics, predictions, report, CSV and
-    W&B files, the .hydra folder and the printed log."""
+    W&B files, the .hydra folder and the printed log, of fusion-train and fusion-predict."""
     assert [f for f in findings if not f.in_modality_state] == []
 
 
