@@ -59,7 +59,8 @@ def evaluate_and_report(
     """Metrics + CIs of `frame` against the labels of `records[stage_split]`, keyed
     ``"<stage_split>/<metric>"`` (``test/`` for fusion-train, ``predict/`` for fusion-predict); the report
     folder (unless settings.report is off; `notes`: lines report.md shows under its first paragraph)
-    and W&B figures/tables when a WandbLogger is present."""
+    and W&B figures and metric table when a WandbLogger is present (the per-patient predictions table
+    with labels only with `settings.wandb_table`)."""
     labels = labels_by_head(records[stage_split], heads)
     evaluation = evaluate(frame, labels, heads, settings, references, stage=stage_split)
     if settings.report:
@@ -75,7 +76,11 @@ def evaluate_and_report(
             )
             log.info("report written to %s", report.markdown)
             with optional_step("W&B report tables"):
-                table = frame.merge(labels_frame(records[stage_split], heads), on="patient_id", how="left")
+                table = None  # per-patient labels are patient values: only on request
+                if settings.wandb_table:
+                    table = frame.merge(
+                        labels_frame(records[stage_split], heads), on="patient_id", how="left"
+                    )
                 log_report(list(loggers), report.figures, table, metric_rows(evaluation), stage=stage_split)
     return evaluation
 

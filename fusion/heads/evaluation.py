@@ -39,6 +39,9 @@ class EvaluationSettings:
         calibration_bins: equal-width bins of the reliability curve and ECE.
         ibs_points: grid points of the integrated Brier score between the first and last horizon.
         report: write the report folder (plots + report.md); metrics are written regardless.
+        wandb_table: also send W&B a per-patient table (manifest patient_id, predictions and labels:
+            survival times and events are patient values); off by default, so W&B gets the figures and
+            the metric table only.
     """
 
     n_bootstrap: int = 1000
@@ -50,6 +53,7 @@ class EvaluationSettings:
     calibration_bins: int = 10
     ibs_points: int = 50
     report: bool = True
+    wandb_table: bool = False
 
     def __post_init__(self) -> None:
         if self.risk_groups not in (2, 3):

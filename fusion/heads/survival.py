@@ -12,10 +12,11 @@ import torch
 from torch import nn
 from torchsurv.loss.cox import neg_partial_log_likelihood
 
+from fusion.errors import ConfigError
 from fusion.heads.base import Head
 from fusion.heads.evaluation import EvaluationSettings, HeadEvaluation, scored_rows
 from fusion.heads.survival_evaluation import evaluate_survival
-from fusion.heads.survival_reference import SurvivalReference
+from fusion.heads.survival_reference import MIN_GROUP, SurvivalReference
 
 # tied times are expected (follow-up is recorded in days or months); Efron's method handles them
 warnings.filterwarnings("ignore", message="Ties in `time` detected", category=UserWarning)
@@ -24,6 +25,8 @@ warnings.filterwarnings("ignore", message="Ties in `time` detected", category=Us
 class SurvivalHead(Head):
     """Args:
     time_column / event_column: follow-up time (> 0) and event indicator (1 = event, 0 = censored).
+    min_group: the fewest training patients behind any number of the stored training reference
+        (`SurvivalReference`; config: ``privacy.min_group``).
 
     Its prediction column is ``risk`` (log hazard, higher = worse) for the head named ``survival`` (the
     documented contract) and ``<name>_risk`` for any other, so a model may predict overall and
@@ -38,8 +41,14 @@ class SurvivalHead(Head):
         event_column: str = "survival_event",
         loss_weight: float = 1.0,
         weight: float | None = None,
+        min_group: int = MIN_GROUP,
     ):
         super().__init__(name, in_dim, loss_weight, weight=weight)
+        if isinstance(min_group, bool) or int(min_group) != min_group or min_group < 1:
+            raise ConfigError(
+                f"head '{name}': min_group must be a positive integer (patients), got {min_group!r}"
+            )
+        self.min_group = int(min_group)
         self.columns = (time_column, event_column)
         self.layer = nn.Linear(in_dim, 1)
 
@@ -120,9 +129,10 @@ class SurvivalHead(Head):
         return evaluate_survival(self.name, rows, risk, time, event, settings, fitted, full)
 
     def fit_reference(self, predictions: dict[str, np.ndarray], labels: torch.Tensor) -> dict[str, Any]:
-        """Breslow baseline, censoring distribution and quantiles of the training split's predictions."""
+        """Breslow baseline, censoring distribution and quantiles of the training split's predictions,
+        pooled over groups of at least `min_group` patients."""
         _, risk, time, event = self._scored(predictions, labels)
-        return SurvivalReference.fit(risk, time, event).to_dict()
+        return SurvivalReference.fit(risk, time, event, self.min_group).to_dict()
 
     def _scored(
         self, predictions: dict[str, np.ndarray], labels: torch.Tensor

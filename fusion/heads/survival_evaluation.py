@@ -1,9 +1,14 @@
 """Test-time evaluation of a survival head: Harrell's C always (and every epoch); with the training
 reference also Uno's C, cumulative/dynamic AUC and Brier score at each horizon, and the integrated
-Brier score. Kaplan–Meier curves of predicted risk groups with a log-rank test go to the report."""
+Brier score. Kaplan–Meier curves of predicted risk groups with a log-rank test go to the report.
+
+The artifacts (`report/evaluation.json`) and notes hold no patient's own time: a horizon clipped below
+the longest follow-up is rounded down to two significant digits, and the risk groups are stored as
+counts (the per-patient times only feed the Kaplan–Meier figure)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,15 +25,22 @@ def horizons(
     settings: EvaluationSettings, reference: SurvivalReference, test_time: np.ndarray
 ) -> dict[str, float]:
     """Key label -> horizon; each clipped below the test set's longest follow-up (so patients remain
-    at risk there: the Brier/AUC at the last observed time has no controls)."""
+    at risk there: the Brier/AUC at the last observed time has no controls), to a round number below
+    the next-longest one rather than that patient's time."""
     chosen = (
         {f"{h:g}": h for h in settings.horizons} if settings.horizons else dict(reference.event_quantiles)
     )
     below_max = test_time[test_time < test_time.max()] if len(test_time) else test_time
     if len(below_max) == 0:
         return {}
-    ceiling = float(below_max.max())
+    ceiling = _round_down(float(below_max.max()))
     return {label: min(h, ceiling) for label, h in chosen.items()}
+
+
+def _round_down(x: float) -> float:
+    """`x` (> 0) rounded down to two significant digits."""
+    scale = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return math.floor(x / scale + 1e-9) * scale
 
 
 def evaluate_survival(
@@ -53,9 +65,9 @@ def evaluate_survival(
     elif len(rows):
         metrics.update(_ipcw_metrics(name, risk, time, event, settings, reference, artifacts))
     groups = _risk_groups(risk, time, event, settings, reference)
-    artifacts["risk_groups"] = groups
     figures = []
     if groups:
+        artifacts["risk_groups"] = _group_counts(groups)
         p = groups["logrank_p"]
         title = (
             f"{name}: KM by predicted risk ({groups['cutoff_source']} cut-offs)\n"
@@ -67,7 +79,7 @@ def evaluate_survival(
                 title,
                 "Kaplan–Meier curves of the predicted risk groups "
                 "(shaded: 95% CI; ticks: censored patients).",
-                plot("km_plot", groups),
+                plot("km_plot", groups),  # the figure alone sees the per-patient times
             )
         )
     return HeadEvaluation(rows, metrics, artifacts, figures, notes=[_notes(artifacts)])
@@ -124,6 +136,15 @@ def _risk_groups(risk, time, event, settings, reference) -> dict[str, Any] | Non
         "event": event.astype(int).tolist(),
         "logrank_p": p_value,
     }
+
+
+def _group_counts(groups: dict[str, Any]) -> dict[str, Any]:
+    """The risk groups without per-patient values: patients and events per group."""
+    group, event = np.asarray(groups["group"]), np.asarray(groups["event"])
+    summary = {k: v for k, v in groups.items() if k not in ("group", "time", "event")}
+    summary["n"] = [int((group == k).sum()) for k in range(len(groups["names"]))]
+    summary["events"] = [int(event[group == k].sum()) for k in range(len(groups["names"]))]
+    return summary
 
 
 def _notes(art: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fusion.metrics.bootstrap import concordance, pair_ratio
-from fusion.metrics.survival_curves import StepFunction
+from fusion.metrics.survival_curves import Curve
 
 TIED_TOL = 1e-8
 
@@ -43,7 +43,7 @@ def uno_cindex(
     risk: np.ndarray,
     time: np.ndarray,
     event: np.ndarray,
-    censoring: StepFunction,
+    censoring: Curve,
     tau: float | None = None,
 ) -> np.ndarray:
     """Uno's IPCW concordance, truncated at `tau` (events at or after tau carry no weight)."""
@@ -63,7 +63,7 @@ def cumulative_dynamic_auc(
     risk: np.ndarray,
     time: np.ndarray,
     event: np.ndarray,
-    censoring: StepFunction,
+    censoring: Curve,
     horizon: float,
 ) -> np.ndarray:
     """AUC at `horizon`: P(risk of an event before horizon > risk of a patient still followed after)."""
@@ -77,7 +77,7 @@ def cumulative_dynamic_auc(
 
 
 def brier_contributions(
-    surv: np.ndarray, time: npt.ArrayLike, event: npt.ArrayLike, censoring: StepFunction, times: npt.ArrayLike
+    surv: np.ndarray, time: npt.ArrayLike, event: npt.ArrayLike, censoring: Curve, times: npt.ArrayLike
 ) -> np.ndarray:
     """(n, n_times) per-patient IPCW Brier terms; the Brier score at t is their (weighted) mean."""
     time, event, times = np.asarray(time, float), np.asarray(event, bool), np.asarray(times, float)

@@ -1,5 +1,6 @@
 """Send the report to W&B when a WandbLogger is among the trainer's loggers (offline mode works):
-the figures as images, the test predictions with labels and the metric table as tables."""
+the figures as images and the metric table; the per-patient predictions table (with labels) only when
+asked for (`evaluation.wandb_table`)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ def wandb_runs(loggers: list[Any]) -> list[Any]:
 def log_report(
     loggers: list[Any],
     figures: dict[str, Path],
-    predictions: pd.DataFrame,
+    predictions: pd.DataFrame | None,
     metric_rows: list[dict[str, Any]],
     stage: str = "test",
 ) -> int:
-    """Log to every W&B run; return how many runs got it. `predictions` must hold only patient_id
-    (as given in the manifest), prediction columns and labels — nothing from DICOM headers."""
+    """Log to every W&B run; return how many runs got it. `predictions` (None: no per-patient table) must
+    hold only patient_id (as given in the manifest), prediction columns and labels — no input value."""
     runs = wandb_runs(loggers)
     if not runs:
         return 0
@@ -36,9 +37,10 @@ def log_report(
     payload: dict[str, Any] = {
         f"{stage}_report/{name}": wandb.Image(str(path)) for name, path in figures.items()
     }
-    payload[f"{stage}_predictions"] = wandb.Table(
-        dataframe=predictions.astype(object).where(predictions.notna(), None)
-    )
+    if predictions is not None:
+        payload[f"{stage}_predictions"] = wandb.Table(
+            dataframe=predictions.astype(object).where(predictions.notna(), None)
+        )
     metrics = pd.DataFrame(metric_rows, columns=["metric", "value", "ci_low", "ci_high"])
     payload[f"{stage}_metrics"] = wandb.Table(dataframe=metrics.astype(object).where(metrics.notna(), None))
     for run in runs:
@@ -48,5 +50,6 @@ def log_report(
                 run.summary[row["metric"]] = row["value"]
             if row["ci_low"] is not None:
                 run.summary[f"{row['metric']}_ci95"] = [row["ci_low"], row["ci_high"]]
-    log.info("logged %d figures and the %s tables to W&B", len(figures), stage)
+    tables = "metric and prediction tables" if predictions is not None else "metric table"
+    log.info("logged %d figures and the %s %s to W&B", len(figures), stage, tables)
     return len(runs)

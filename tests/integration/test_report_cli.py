@@ -14,7 +14,13 @@ from fusion.metrics.weighted_survival import harrell_cindex
 from tests.integration.conftest import run_module, tiny_overrides
 from tests.unit.report.test_report import FIGURES
 
-SELECTION = ("modality=[genomics,ehr]", "logger=[csv,wandb]", "evaluation.n_bootstrap=50")
+# the W&B predictions table is off by default (labels are patient values): asked for here
+SELECTION = (
+    "modality=[genomics,ehr]",
+    "logger=[csv,wandb]",
+    "evaluation.n_bootstrap=50",
+    "evaluation.wandb_table=true",
+)
 
 
 @pytest.fixture(scope="module")

@@ -191,6 +191,7 @@ def test_evaluation_is_one_group_with_each_command_s_seed(name, overrides, seed)
         "calibration_bins": 10,
         "ibs_points": 50,
         "report": True,
+        "wandb_table": False,
     }
 
 

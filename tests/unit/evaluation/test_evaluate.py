@@ -102,33 +102,49 @@ def test_point_estimates_match_references_on_the_labelled_rows(evaluated):
 
 
 def test_uno_uses_training_censoring(evaluated):
+    """With the exact training censoring distribution, Uno's C is scikit-survival's; the stored (pooled)
+    one moves it very little (tests/unit/heads/test_survival_reference_privacy.py)."""
     result, frame, labels, _ = evaluated
     rng = np.random.default_rng(0)
     train_frame, train_labels = fake_split(rng, 200, "tr")  # the same draw as the fixture
     # the reference is fitted on training patients with a label and a prediction (row 2 has none)
-    t_tr, e_tr = np.array(list(train_labels["survival"].values()))[train_frame["risk"].notna()].T
+    scored = train_frame["risk"].notna().to_numpy()
+    t_tr, e_tr = np.array(list(train_labels["survival"].values()))[scored].T
+    # fitted as fit_references does: on the float32 label tensor's times
+    as_labelled = t_tr.astype(np.float32).astype(float)
+    exact = SurvivalReference.fit(train_frame["risk"][scored], as_labelled, e_tr.astype(bool), min_group=None)
+    head = {"survival": HEADS["survival"]}
+    with_exact = evaluate(
+        frame, labels, head, EvaluationSettings(n_bootstrap=0), {"survival": exact.to_dict()}
+    )
     rows = frame["risk"].notna().to_numpy()
     t, e = np.array(list(labels["survival"].values()))[rows].T
-    tau = max(result.heads["survival"]["horizons"].values())
+    tau = max(with_exact.heads["survival"]["horizons"].values())
     expected = concordance_index_ipcw(
         Surv.from_arrays(e_tr.astype(bool), t_tr),
         Surv.from_arrays(e.astype(bool), t),
         frame["risk"][rows].to_numpy(),
         tau=tau,
     )[0]
-    assert result.metrics["test/survival_uno_cindex"] == pytest.approx(expected, abs=1e-12)
+    assert with_exact.metrics["test/survival_uno_cindex"] == pytest.approx(expected, abs=1e-12)
+    assert result.metrics["test/survival_uno_cindex"] == pytest.approx(expected, abs=0.02)
 
 
-def test_risk_groups_use_training_median_and_lifelines_logrank(evaluated):
+def test_risk_groups_use_training_cut_points_and_lifelines_logrank(evaluated):
     result, frame, labels, references = evaluated
     groups = result.heads["survival"]["risk_groups"]
     assert groups["cutoff_source"] == "train"
-    assert groups["cutoffs"] == pytest.approx(
-        SurvivalReference.from_dict(references["survival"]).risk_cutoffs[2]
-    )
-    time, event, group = (np.array(groups[k]) for k in ("time", "event", "group"))
+    cutoffs = SurvivalReference.from_dict(references["survival"]).risk_cutoffs[2]
+    assert groups["cutoffs"] == pytest.approx(cutoffs)
+    rows = frame["risk"].notna().to_numpy()
+    time, event = np.array(list(labels["survival"].values()))[rows].T
+    group = np.searchsorted(cutoffs, frame["risk"][rows].to_numpy(), side="right")
     expected = logrank_test(time[group == 0], time[group == 1], event[group == 0], event[group == 1]).p_value
     assert groups["logrank_p"] == pytest.approx(expected)
+    # counts per group, no patient's time or event in the artifacts (report/evaluation.json)
+    assert groups["n"] == [int((group == k).sum()) for k in (0, 1)]
+    assert groups["events"] == [int(event[group == k].sum()) for k in (0, 1)]
+    assert not {"time", "event", "group"} & set(groups)
 
 
 def test_without_reference_only_harrell_and_test_median_groups(evaluated):
@@ -140,11 +156,16 @@ def test_without_reference_only_harrell_and_test_median_groups(evaluated):
 
 
 def test_horizons_configured_or_quantiles_clipped_below_max_follow_up():
-    reference = SurvivalReference.fit(np.zeros(4), np.array([1.0, 2.0, 3.0, 40.0]), np.ones(4, bool))
+    reference = SurvivalReference.fit(
+        np.zeros(4), np.array([1.0, 2.0, 3.0, 40.0]), np.ones(4, bool), min_group=None
+    )
     test_time = np.array([1.0, 5.0, 9.0, 10.0])
     auto = horizons(EvaluationSettings(), reference, test_time)
     assert list(auto) == ["q25", "q50", "q75"] and max(auto.values()) == 9.0
     assert horizons(EvaluationSettings(horizons=[6, 2.5]), reference, test_time) == {"2.5": 2.5, "6": 6.0}
+    # clipped to a round number below the next-longest follow-up, not that test patient's own time
+    clipped = horizons(EvaluationSettings(), reference, np.array([1.0, 5.0, 9.87654, 10.0]))
+    assert max(clipped.values()) == pytest.approx(9.8)
 
 
 def test_bad_settings_are_config_errors_naming_the_setting():
