@@ -122,10 +122,12 @@ def infer_column_types(
             present = series[~series.map(is_missing)]
             parsed = pd.to_numeric(present, errors="coerce")
             if len(present) and parsed.notna().mean() >= 0.8:
-                bad = sorted(set(present[parsed.isna()].astype(str)))[:5]
+                # the patients, not the cells: a table value never reaches a log
+                bad = [str(pid) for pid in present.index[parsed.isna()]]
+                shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
                 warnings.warn(
-                    f"EHR column '{col}' is treated as categorical because of non-numeric values {bad}; "
-                    f"fix them or declare numeric=[{col}]",
+                    f"EHR column '{col}' is treated as categorical because {len(bad)} of its values are not "
+                    f"numbers (patients {shown}); fix them or declare numeric=[{col}]",
                     stacklevel=2,
                 )
     return num, cat

@@ -159,7 +159,9 @@ def test_a_date_column_is_refused_by_name(planted, tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
         *tiny_overrides("modality=[ehr]"),
     )
-    assert "diagnosis_date" in one_error_line(result)
+    one_error_line(result)  # exit 1, no traceback; the cohort error lists its problems below that line
+    problems = result.stderr.split("error:", 1)[1]
+    assert "column 'diagnosis_date'" in problems and "days_from_diagnosis" in problems
 
 
 # ----------------------------------------------------------------------------------------------- scanners

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 
 from fusion.data.cohort import Cohort
 from fusion.modalities.ehr import EHRModality
-from fusion.modalities.ehr_types import to_boolean
+from fusion.modalities.ehr_types import infer_column_types, to_boolean
 
 CONF_DIR = str(files("fusion.conf"))
 IDS = [f"p{i}" for i in range(10)]
@@ -196,3 +196,18 @@ def test_config_overrides_compose(tmp_path):
     refs = mod.gather(cohort(tmp_path, frame()))
     assert mod.types.ordinal == {"stage": STAGES} and mod.types.boolean == ["smoker"]
     assert mod.load(refs["p3"])["num"][2] == 3  # features: age, ecog, stage, smoker
+
+
+def test_a_mostly_numeric_text_column_is_warned_about_by_patient_never_by_value():
+    """The warning that a column with a typo stays categorical names the patients, not the cells."""
+
+    frame = pd.DataFrame(
+        {"ldh": ["212", "198", "n/a 7731", "240", "251"]},
+        index=pd.Index(["P1", "P2", "P3", "P4", "P5"], name="patient_id"),
+    )
+    with pytest.warns(UserWarning, match="categorical") as caught:
+        numeric, categorical = infer_column_types(frame)
+    assert (numeric, categorical) == ([], ["ldh"])
+    message = str(caught[0].message)
+    assert "1 of its values are not numbers (patients P3)" in message
+    assert "7731" not in message and "n/a" not in message
