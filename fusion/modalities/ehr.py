@@ -47,7 +47,7 @@ from fusion.modalities.quantile_scaling import (
     quantile_grid,
     quantile_normal,
 )
-from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
+from fusion.modalities.table import TableModality, group_mean_std, select_table_columns, to_number
 from fusion.nn.tokenizer import FeatureTokenizer
 
 ENCODERS = ("tokens", "mlp")
@@ -232,18 +232,7 @@ class EHRModality(TableModality):
             raise ValueError(f"modality '{self.name}': fit() got no training items")
         types = self._types()
         num = np.stack([np.asarray(item["num"], dtype=np.float64) for item in items]).reshape(len(items), -1)
-        self.usable = (~np.isnan(num)).sum(axis=0) >= self.min_group
-        mean, std = nan_mean_std(num)
-        self.mean, self.std = np.where(self.usable, mean, 0.0), np.where(self.usable, std, 1.0)
-        too_few = [col for col, ok in zip(types.features, self.usable, strict=True) if not ok]
-        if too_few:
-            log.warning(
-                "modality '%s': columns %s have fewer than min_group=%d training values; they are treated "
-                "as missing (no statistic of fewer patients is stored)",
-                self.name,
-                too_few,
-                self.min_group,
-            )
+        self.mean, self.std, self.usable = group_mean_std(num, types.features, self.min_group, self.name)
         if self.scaling == "quantile":
             self.quantiles, self.counts = fit_quantiles(num[:, : len(types.numeric)], self.min_group)
             self._probs = quantile_grid(self.quantiles.shape[0])

@@ -11,7 +11,6 @@ encode  a self-normalising MLP (SNN), as in PathomicFusion's genomic branch; its
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from fusion.io import genomic
 from fusion.io.cohort import is_missing
 from fusion.io.gmt import read_gmt
 from fusion.modalities.privacy import MIN_GROUP, checked_min_group
-from fusion.modalities.table import TableModality, nan_mean_std, select_table_columns, to_number
+from fusion.modalities.table import TableModality, group_mean_std, select_table_columns, to_number
 from fusion.nn.pathways import PathwayEncoder
 from fusion.nn.snn import SNN
 
@@ -37,8 +36,6 @@ FORMATS = ("matrix", "maf")
 VALUE_TYPES = ("expression", "binary", "cnv")
 MISSING_GENES = ("raise", "drop", "zero")
 WITHOUT_CALLS = ("missing", "zero")
-
-log = logging.getLogger(__name__)
 
 
 class GenomicsModality(TableModality):
@@ -249,19 +246,9 @@ class GenomicsModality(TableModality):
         if self.value_type == "binary":
             self.mean, self.std, self.usable = np.zeros(len(keep)), np.ones(len(keep)), None
         else:
-            self.usable = (~np.isnan(matrix[:, keep])).sum(axis=0) >= self.min_group
-            mean, std = nan_mean_std(matrix[:, keep])
-            self.mean, self.std = np.where(self.usable, mean, 0.0), np.where(self.usable, std, 1.0)
-            too_few = [g for g, ok in zip(self.selected, self.usable, strict=True) if not ok]
-            if too_few:
-                log.warning(
-                    "modality '%s': %d gene(s) (e.g. %s) have fewer than min_group=%d training values; they "
-                    "are treated as missing (no statistic of fewer patients is stored)",
-                    self.name,
-                    len(too_few),
-                    too_few[:5],
-                    self.min_group,
-                )
+            self.mean, self.std, self.usable = group_mean_std(
+                matrix[:, keep], self.selected, self.min_group, self.name
+            )
 
     def transform(self, item: Any, train: bool) -> torch.Tensor:
         """Selected genes, log1p + z-score with the fitted state; missing values become 0."""

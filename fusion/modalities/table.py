@@ -7,6 +7,7 @@ table has the modality missing; that is not an error.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -72,6 +73,28 @@ def nan_mean_std(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice" for all-NaN columns
         mean, std = np.nanmean(matrix, axis=0), np.nanstd(matrix, axis=0)
     return np.nan_to_num(mean, nan=0.0), np.where(std > 1e-12, std, 1.0)
+
+
+def group_mean_std(
+    matrix: np.ndarray, names: Sequence[str], min_group: int, modality: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`nan_mean_std` of the columns with at least `min_group` training values, and that (p,) bool mask;
+    the other columns get 0 / 1 (no statistic of fewer patients is stored), named in a warning
+    (`fusion.modalities.privacy`)."""
+    usable = (~np.isnan(matrix)).sum(axis=0) >= min_group
+    mean, std = nan_mean_std(matrix)
+    too_few = [name for name, ok in zip(names, usable, strict=True) if not ok]
+    if too_few:
+        logging.getLogger(__name__).warning(
+            "modality '%s': %d column(s) (%s%s) have fewer than min_group=%d training values; they are "
+            "treated as missing (no statistic of fewer patients is stored)",
+            modality,
+            len(too_few),
+            ", ".join(too_few[:5]),
+            ", ..." if len(too_few) > 5 else "",
+            min_group,
+        )
+    return np.where(usable, mean, 0.0), np.where(usable, std, 1.0), usable
 
 
 def select_table_columns(
