@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from fusion.io.cohort import CohortError, Problem
+from fusion.modalities.ehr_encoders import EHRMLPEncoder, EHRTokenEncoder
 from fusion.modalities.ehr_refusals import refused_columns
 from fusion.modalities.ehr_types import (
     ColumnTypes,
@@ -48,48 +49,12 @@ from fusion.modalities.quantile_scaling import (
     quantile_normal,
 )
 from fusion.modalities.table import TableModality, group_mean_std, select_table_columns, to_number
-from fusion.nn.tokenizer import FeatureTokenizer
 
 ENCODERS = ("tokens", "mlp")
 SCALINGS = ("quantile", "zscore")
 __all__ = ["EHRModality", "category", "infer_column_types"]  # the helpers moved to ehr_types
 
 log = logging.getLogger(__name__)
-
-
-class EHRTokenEncoder(nn.Module):
-    """Collated EHR batch -> one token per column, (n, n_num + n_cat, embed_dim)."""
-
-    def __init__(self, n_num: int, cat_cardinalities: Sequence[int], embed_dim: int):
-        super().__init__()
-        self.tokenizer = FeatureTokenizer(n_num, cat_cardinalities, embed_dim)
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.tokenizer(batch["num"], batch["num_missing"], batch["cat"])
-
-
-class EHRMLPEncoder(nn.Module):
-    """Collated EHR batch -> one vector, (n, embed_dim): [numerics, indicators, embeddings] -> MLP."""
-
-    def __init__(self, n_num: int, cat_cardinalities: Sequence[int], embed_dim: int, dropout: float = 0.1):
-        super().__init__()
-        cat_dim = max(2, embed_dim // 4)
-        self.embeddings = nn.ModuleList(nn.Embedding(int(c), cat_dim) for c in cat_cardinalities)
-        in_dim = 2 * n_num + cat_dim * len(self.embeddings)
-        if in_dim == 0:
-            raise ValueError("EHRMLPEncoder needs at least one numeric or categorical column")
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, 2 * embed_dim),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(2 * embed_dim, embed_dim),
-        )
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        cat = batch["cat"].long()
-        parts = [torch.nan_to_num(batch["num"]), batch["num_missing"].to(batch["num"].dtype)]
-        parts += [emb(cat[:, j]) for j, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat(parts, dim=1))
 
 
 class EHRModality(TableModality):
