@@ -14,7 +14,6 @@ Every table of a cohort (the manifest, genomics, EHR, ...) comes through `read_t
 
 from __future__ import annotations
 
-import codecs
 import difflib
 import re
 import warnings
@@ -56,7 +55,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
         return frame
     if suffix not in (".csv", ".tsv"):
         raise TableError(f"table '{path}': unsupported format '{path.suffix}' (use one of {TABLE_SUFFIXES})")
-    encoding = detect_encoding(path)
+    # UTF-8 first (with or without a BOM); a file that is not is read once more as cp1252, with a warning
+    for encoding in ("utf-8-sig", FALLBACK_ENCODING):
+        try:
+            return _read_text_table(path, encoding)
+        except UnicodeDecodeError as err:
+            if encoding == FALLBACK_ENCODING:
+                raise TableError(f"table '{path}': unreadable as UTF-8 or {encoding} text ({err})") from None
+            _warn_fallback_encoding(path)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _read_text_table(path: Path, encoding: str) -> pd.DataFrame:
     sep = detect_separator(path, encoding)
     header = _raw_header(path, sep, encoding)
     ids = {c: _id_text for c in header if c.strip() == ID_COLUMN}
@@ -64,7 +74,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(
             path, sep=sep, encoding=encoding, decimal="," if sep == ";" else ".", converters=ids
         )
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except pd.errors.ParserError as err:
         what = f"{_SEPARATOR_NAMES[sep]}-separated {encoding} text"
         raise TableError(f"table '{path}': unreadable as {what} ({err})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -75,27 +85,21 @@ def read_header(path: str | Path) -> list[str]:
     """The column names exactly as written, stripped (pandas would rename a duplicate 'g1' to 'g1.1')."""
     path = Path(path)
     if path.suffix.lower() != ".parquet" and path.suffix.lower() not in EXCEL_SUFFIXES and path.exists():
-        encoding = detect_encoding(path)
-        return [c.strip() for c in _raw_header(path, detect_separator(path, encoding), encoding)]
+        for encoding in ("utf-8-sig", FALLBACK_ENCODING):  # the header line only, not the whole file
+            try:
+                return [c.strip() for c in _raw_header(path, detect_separator(path, encoding), encoding)]
+            except UnicodeDecodeError:
+                if encoding == FALLBACK_ENCODING:
+                    raise TableError(f"table '{path}': its header is not UTF-8 or {encoding} text") from None
     return [str(c) for c in read_table(path).columns]
 
 
-def detect_encoding(path: Path) -> str:
-    """'utf-8-sig' (reads UTF-8 with or without a BOM) when the file is valid UTF-8, else cp1252 (warned)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with path.open("rb") as handle:
-        try:
-            while chunk := handle.read(1 << 20):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            warnings.warn(
-                f"table '{path}' is not UTF-8: read as {FALLBACK_ENCODING} (Windows Western European); "
-                f"if accented characters look wrong, save it as 'CSV UTF-8'",
-                stacklevel=3,
-            )
-            return FALLBACK_ENCODING
-    return "utf-8-sig"
+def _warn_fallback_encoding(path: Path) -> None:
+    warnings.warn(
+        f"table '{path}' is not UTF-8: read as {FALLBACK_ENCODING} (Windows Western European); "
+        f"if accented characters look wrong, save it as 'CSV UTF-8'",
+        stacklevel=4,
+    )
 
 
 def detect_separator(path: Path, encoding: str) -> str:
