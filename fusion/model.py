@@ -76,9 +76,19 @@ class FusionModel(nn.Module):
         return self.fuser(self.encode(inputs))
 
     def forward(self, inputs: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.outputs_from_encoded(self.encode(inputs))
+
+    def outputs_from_encoded(
+        self, encoded: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """What `forward` predicts, from `encode`'s output: the fuser and heads only (``output`` honoured).
+
+        Explanations call it once per coalition of modalities (each with its ``present`` flags cleared for
+        the modalities left out), so the encoders run once per patient.
+        """
         if self.output == "ensemble" and len(self.encoders) > 1:
-            return ensemble_outputs(*self.forward_with_unimodal(inputs))
-        z = self.embed(inputs)
+            return ensemble_outputs(*self._fused_and_unimodal(encoded))
+        z = self.fuser(encoded)
         return {name: head(z) for name, head in self.heads.items()}
 
     def forward_with_unimodal(
@@ -92,7 +102,11 @@ class FusionModel(nn.Module):
         modality gets an entry, with zero rows when nobody in the batch has it, so data-parallel ranks
         gather the same tensors in the same order.
         """
-        encoded = self.encode(inputs)
+        return self._fused_and_unimodal(self.encode(inputs))
+
+    def _fused_and_unimodal(
+        self, encoded: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]]:
         z = self.fuser(encoded)
         fused = {name: head(z) for name, head in self.heads.items()}
         unimodal = {}

@@ -133,6 +133,21 @@ class Head(nn.Module):
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         """`prediction_columns` -> (B,) values, from the head's output."""
 
+    def explain_targets(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The scalars an explanation attributes (`fusion.explain`), name -> (B,), from the head's output.
+
+        Each is on a scale where contributions add up: a logit, a log-hazard or a probability. Default:
+        the output itself, ``<name>_output`` (``<name>_output_<k>`` per column of a 2-d output).
+        """
+        if out.dim() == 1:
+            return {f"{self.name}_output": out}
+        return {f"{self.name}_output_{k}": out[:, k] for k in range(out.shape[1])}
+
+    @property
+    def primary_target(self) -> str:
+        """The one target of `explain_targets` that single-map explanations (imaging saliency) show."""
+        return f"{self.name}_output"
+
     def metric_range(self, metric: str) -> MetricRange | None:
         """The values `metric` (a key of `evaluate`'s metrics) can take, to which confidence intervals are
         clipped; None = unbounded or unknown (never clipped). Default: `known_metric_range`; a head with

@@ -107,6 +107,17 @@ class GradeHead(Head):
         prob = out.float().softmax(dim=1)
         return {column: prob[:, k] for k, column in enumerate(self.prediction_columns)}
 
+    def explain_targets(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each class probability, named as its prediction column (softmax logits are not identifiable one by
+        one: adding a constant to all of them changes nothing, so a class logit's attribution would not be
+        either)."""
+        return self.predictions(out)
+
+    @property
+    def primary_target(self) -> str:
+        """The probability of the last (highest) class: what a high-grade map shows."""
+        return self.prediction_columns[-1]
+
     def evaluate(
         self,
         predictions: dict[str, np.ndarray],

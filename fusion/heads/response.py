@@ -77,6 +77,14 @@ class ResponseHead(Head):
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         return {f"{self.name}_prob": out.float().sigmoid()}
 
+    def explain_targets(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The response logit (the log-odds of response): contributions add on that scale."""
+        return {self.primary_target: out.float()}
+
+    @property
+    def primary_target(self) -> str:
+        return f"{self.name}_logit"
+
     def evaluate(
         self,
         predictions: dict[str, np.ndarray],

@@ -116,6 +116,14 @@ class SurvivalHead(Head):
     def predictions(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         return {self.risk_column: out.float()}
 
+    def explain_targets(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The log-hazard (the `risk` column): contributions add on the Cox scale."""
+        return {self.primary_target: out.float()}
+
+    @property
+    def primary_target(self) -> str:
+        return f"{self.name}_log_hazard"
+
     def evaluate(
         self,
         predictions: dict[str, np.ndarray],
