@@ -1,2 +1,2 @@
-"""Explanations of a trained model's predictions: modality Shapley values, table feature attributions,
-tile and imaging maps, and their cohort summaries (`fusion-explain`, `fusion.explain`)."""
+"""fusion-explain / `fusion.explain`: run the attribution methods (`fusion.attribution`) over a manifest with a
+trained checkpoint; write per-patient files, cohort summaries, report.md and W&B tables."""

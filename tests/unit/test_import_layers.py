@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fusion.validation",),  # the old name of fusion.cohort_check, a re-export
     ("fusion.cross_validation",),  # one training run per fold
     # run level: whole runs from a config or a checkpoint
-    ("fusion.training", "fusion.robustness", "fusion.cohort_check", "fusion.prediction"),
+    ("fusion.training", "fusion.robustness", "fusion.cohort_check", "fusion.prediction", "fusion.explain"),
     ("fusion.scoring",),  # a run's predictions -> metrics.json, report/, W&B (train and predict share it)
     ("fusion.report",),  # renders an evaluation: figures, report.md, W&B tables
     ("fusion.evaluation",),  # bootstraps every head's own evaluation (Head.evaluate)
@@ -38,6 +38,8 @@ LAYERS: list[tuple[str, ...]] = [
     # resuming a run (its command, its loggers' state); Lightning callbacks of a training run
     ("fusion.resume", "fusion.callbacks"),
     ("fusion.lit", "fusion.prediction_table"),  # Lightning module; predict_step outputs -> a table
+    # per-patient attributions: modality Shapley values, Integrated Gradients, tile and imaging maps
+    ("fusion.attribution",),
     ("fusion.console",),  # what runs print: progress bar, epoch lines, quiet libraries, the final summary
     # encoders -> fuser -> heads; optimiser and schedule factories; non-finite outputs/losses/weights
     ("fusion.model", "fusion.optim", "fusion.divergence"),
