@@ -4,6 +4,7 @@
     cfg = fusion.compose(["experiment=quickstart", "modality=[genomics,ehr]"])
     result = fusion.train(cfg, output_dir="runs/tabular")
     table = fusion.predict(result.best_checkpoint, "cohort/manifest.csv")
+    why = fusion.explain(result.best_checkpoint, "cohort/manifest.csv", out="explained", patients=["P0007"])
 
 Your own modality: subclass `fusion.Modality`, then either pass instances to `train(...,
 modalities=[...])` or point a YAML at the class with `_target_` and select it by name. An instance is
@@ -21,6 +22,7 @@ from hydra import initialize_config_module
 from omegaconf import DictConfig
 
 from fusion.console import quiet_third_party
+from fusion.explanations.runner import ExplainOptions, ExplainResult, explain_manifest
 from fusion.modalities.base import Modality
 from fusion.prediction import predict_manifest
 from fusion.training import TrainResult, run_training
@@ -55,3 +57,28 @@ def predict(ckpt_path: str | Path, manifest: str | Path, output: str | Path | No
     """Predict every patient of a manifest with a trained checkpoint (any modality may be missing)."""
     quiet_third_party()
     return predict_manifest(ckpt_path, manifest, output=output)
+
+
+def explain(
+    ckpt_path: str | Path,
+    manifest: str | Path,
+    out: str | Path = "explanations",
+    patients: Sequence[str] | None = None,
+    heads: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    maps: bool = True,
+    feature_values: bool = True,
+    imaging_method: str = "occlusion",
+    ig_steps: int = 32,
+    accelerator: str = "cpu",
+) -> ExplainResult:
+    """Explain the predictions of a checkpoint for the patients of a manifest (default: all) and write `out`,
+    as fusion-explain does. Returns the tables it wrote (`.contributions`, `.features`, `.summary`,
+    `.top_features`) and the map files (`.files`)."""
+    quiet_third_party()
+    options = ExplainOptions(
+        maps=maps, feature_values=feature_values, imaging_method=imaging_method, ig_steps=ig_steps
+    )
+    return explain_manifest(
+        ckpt_path, manifest, out, patients, heads, modalities, options=options, accelerator=accelerator
+    )

@@ -5,7 +5,8 @@ modality passed as an instance is recorded there by its class and constructor ar
 modality's fitted state (normalisers, vocabularies), salted hashes of the training split's patient ids
 (under ``"training_patients"``, never the ids themselves: `training_patient_hashes`) and, in the
 evaluated checkpoint, each head's training-split reference (`Head.fit_reference`, under
-``"evaluation_reference"``). All of it is plain values, so checkpoints load with
+``"evaluation_reference"``) and each explained target's mean over the training split (the base value of
+explanations, under ``"explain_base"``). All of it is plain values, so checkpoints load with
 `torch.load(weights_only=True)`.
 """
 
@@ -27,6 +28,8 @@ from fusion.modalities.base import Modality
 from fusion.pipeline import build_heads, build_modalities, build_model
 
 REFERENCE_KEY = "evaluation_reference"
+#: each explained target's mean over the training split: the base value of explanations (fusion.attribution)
+EXPLAIN_BASE_KEY = "explain_base"
 TRAINING_PATIENTS_KEY = "training_patients"
 
 
@@ -64,6 +67,18 @@ def store_references(path: str | Path, references: dict[str, dict[str, Any]]) ->
 def stored_references(checkpoint: dict) -> dict[str, dict[str, Any]]:
     """head name -> reference, as `store_references` wrote them (empty for checkpoints without)."""
     return dict(checkpoint.get("fusion", {}).get(REFERENCE_KEY) or {})
+
+
+def store_explain_base(path: str | Path, base: dict[str, dict[str, float]]) -> None:
+    """Add the explanations' base values ({head: {target: training-split mean}}) to a saved checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint.setdefault("fusion", {})[EXPLAIN_BASE_KEY] = base
+    torch.save(checkpoint, path)
+
+
+def stored_explain_base(checkpoint: dict) -> dict[str, dict[str, float]]:
+    """What `store_explain_base` wrote (empty for a checkpoint without: written before fusion kept it)."""
+    return dict(checkpoint.get("fusion", {}).get(EXPLAIN_BASE_KEY) or {})
 
 
 def training_patient_hashes(patient_ids: Iterable[str]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ Options (``cv.*`` in `conf/cv.yaml`):
   checked; else the computed folds are written there. Freezing folds in a file is what lets an
   ablation or a benchmark compare every config on exactly the same patients.
 - ``name``: the CV run's name, the W&B group of its fold runs (null = a fresh unique name).
+- ``top_k``: each fold's model is explained on its test patients (`fusion.explanations`, no maps); the
+  folds' feature rankings make ``top_features_cv.csv`` (0 = none).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, open_dict
 from scipy import stats
 
@@ -36,6 +39,9 @@ from fusion.data.records import PatientRecord, collect_records
 from fusion.data.split_sizes import SplitMinimums, size_message, split_size_problems
 from fusion.data.splits import Fold, kfold_patients, read_fold_file, split_patients, write_fold_file
 from fusion.errors import ConfigError
+from fusion.explanations.runner import ExplainOptions, explain_manifest
+from fusion.explanations.summaries import top_features_cv
+from fusion.fail_soft import optional_step
 from fusion.heads.base import Head, MetricRange, known_metric_range
 from fusion.pipeline import build_heads, build_modalities, model_output, unimodal_weight
 from fusion.training import run_training
@@ -55,12 +61,17 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
     plan, records, heads = _plan_with_records(cfg)
     check_fold_sizes(plan, records, heads, SplitMinimums.from_split_config(cfg.data.split))
     folds = []
+    rankings: list[pd.DataFrame] = []
+    top_k = int(cfg.cv.get("top_k") or 0)
     for split in plan:
         run = f"repeat{split['repeat']}_fold{split['fold']}"
         log.info("%s: %d train, %d val, %d test", run, *(len(split[r]) for r in ("train", "val", "test")))
         splits = {role: split[role] for role in ("train", "val", "test")}
         result = run_training(fold_config(cfg, name, run), output_dir / run, splits=splits)
         folds.append({"repeat": split["repeat"], "fold": split["fold"], **_scalars(result.metrics)})
+        if top_k and result.best_checkpoint is not None and split["test"]:
+            with optional_step(f"{run}: explanations of the test patients"):
+                rankings.append(_fold_ranking(cfg, result.best_checkpoint, split["test"], output_dir / run))
     setup = {
         "modality": sorted(cfg.modality),
         "head": sorted(cfg.head),
@@ -74,10 +85,23 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
     ranges = metric_ranges({k for f in folds for k in f}, heads)
     summary = {"name": name, "setup": setup, "folds": folds, **summarise(folds, test_train_ratio, ranges)}
     (output_dir / "cv_metrics.json").write_text(json.dumps(summary, indent=2))
+    if rankings:
+        top_features_cv(rankings, top_k).to_csv(output_dir / "top_features_cv.csv", index=False)
     log.info("cv mean: %s", json.dumps(summary["mean"], indent=1))
     for note in summary["ci_notes"]:
         log.warning("cv 95%% CI: %s", note)
     return summary
+
+
+def _fold_ranking(cfg: DictConfig, checkpoint: Path, test_ids: list[str], folder: Path) -> pd.DataFrame:
+    """One fold's top_features table: its model explained on its test patients (contributions and table
+    features, no maps, no patient values), written to the fold's explanations/ folder."""
+    manifest = ensure_demo_cohort(cfg)
+    options = ExplainOptions(maps=False, feature_values=False)
+    result = explain_manifest(
+        checkpoint, manifest, folder / "explanations", patients=test_ids, options=options
+    )
+    return result.top_features
 
 
 def check_fold_sizes(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -22,8 +23,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from fusion.attribution.base_value import as_nested, mean_targets
 from fusion.callbacks import InterruptCheckpoint, StartEpoch
-from fusion.checkpoint import TRAINING_PATIENTS_KEY, training_patient_hashes
+from fusion.checkpoint import TRAINING_PATIENTS_KEY, store_explain_base, training_patient_hashes
 from fusion.data.cohort import Cohort
 from fusion.data.demo import ensure_demo_cohort
 from fusion.errors import TrainingInterrupted
@@ -154,6 +156,9 @@ def _fit_and_evaluate(
             # LightningModule logged are unchanged here; the evaluation adds the others and every CI
             metrics.update(evaluation.metrics)
             ci95 = evaluation.ci95
+    if ckpt and trainer.is_global_zero:
+        with optional_step("explanation base values (mean outputs over the training split)"):
+            _store_explain_base(cfg, lit, datamodule, heads, ckpt)
     info: dict[str, Any] = {
         "best_checkpoint": best,
         "epochs": trainer.current_epoch,
@@ -173,6 +178,20 @@ def _fit_and_evaluate(
     log.debug("metrics: %s", json.dumps(metrics, indent=1))  # in metrics.json; fusion-train prints a summary
     last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
     return TrainResult(metrics, output_dir, Path(best) if best else None, Path(last) if last else None)
+
+
+def _store_explain_base(
+    cfg: DictConfig, lit: LitFusion, datamodule: Any, heads: dict[str, Any], ckpt: str
+) -> None:
+    """Each target's mean over the training split, with the selected weights, into the best checkpoint: the
+    base value of fusion-explain's modality contributions (`fusion.attribution.base_value`). Skipped with
+    fewer than ``privacy.min_group`` training patients (the mean of fewer is not stored)."""
+    train = datamodule.records.get("train", [])
+    if len(train) < int(cfg.get("privacy", {}).get("min_group", 10)):
+        return
+    lit.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    base = mean_targets(lit.model, heads, datamodule.loader("train", train=False))
+    store_explain_base(ckpt, as_nested(base))
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:

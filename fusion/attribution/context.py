@@ -89,7 +89,10 @@ class PatientContext:
         rows = keep.shape[0]
         out = {}
         for m, (name, (tokens, present)) in enumerate(self.encoded.items()):
-            out[name] = (tokens.expand(rows, *tokens.shape[1:]), present.expand(rows) & keep[:, m])
+            out[name] = (
+                tokens.expand(rows, *tokens.shape[1:]),
+                present.expand(rows) & keep[:, m].to(present.device),
+            )
         return out
 
     def targets_with(self, name: str, tokens: Tensor) -> dict[TargetKey, Tensor]:

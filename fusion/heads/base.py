@@ -134,7 +134,7 @@ class Head(nn.Module):
         """`prediction_columns` -> (B,) values, from the head's output."""
 
     def explain_targets(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The scalars an explanation attributes (`fusion.explain`), name -> (B,), from the head's output.
+        """The scalars an explanation attributes (`fusion.explanations`), name -> (B,), from the output.
 
         Each is on a scale where contributions add up: a logit, a log-hazard or a probability. Default:
         the output itself, ``<name>_output`` (``<name>_output_<k>`` per column of a 2-d output).

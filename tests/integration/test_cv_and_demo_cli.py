@@ -53,6 +53,25 @@ def test_cv_runs_every_fold_and_tests_each_patient_once(tiny_cohort, tmp_path):
     ]
     assert len(tested) == len(set(tested))  # no patient tested twice
     assert set(tested) <= set(pd.read_csv(tiny_cohort)["patient_id"])
+    # every fold's model explained on its test patients; top_features_cv.csv counts the folds' top 10s
+    cv_top = pd.read_csv(tmp_path / "top_features_cv.csv")
+    assert set(cv_top["modality"]) == {"genomics", "ehr"}
+    assert (cv_top["n_folds"] == 3).all() and (cv_top["k"] == 10).all()
+    folds = [
+        pd.read_csv(tmp_path / f"repeat0_fold{k}" / "explanations" / "top_features.csv") for k in range(3)
+    ]
+    for row in cv_top.head(5).itertuples():
+        in_top = [
+            bool(((f["head"] == row.head) & (f["feature"] == row.feature) & (f["rank"] <= 10)).any())
+            for f in folds
+        ]
+        assert row.n_folds_top_k == sum(in_top) and row.share_of_folds == pytest.approx(sum(in_top) / 3)
+    explained = pd.read_csv(
+        tmp_path / "repeat0_fold0" / "explanations" / "features.csv", dtype={"patient_id": str}
+    )
+    assert (
+        set(explained["patient_id"]) <= set(tested) and explained["value"].isna().all()
+    )  # no patient values
 
 
 def test_summarise_mean_sd_and_t_interval():

@@ -29,7 +29,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("fusion.validation",),  # the old name of fusion.cohort_check, a re-export
     ("fusion.cross_validation",),  # one training run per fold
     # run level: whole runs from a config or a checkpoint
-    ("fusion.training", "fusion.robustness", "fusion.cohort_check", "fusion.prediction", "fusion.explain"),
+    (
+        "fusion.training",
+        "fusion.robustness",
+        "fusion.cohort_check",
+        "fusion.prediction",
+        "fusion.explanations",
+    ),
     ("fusion.scoring",),  # a run's predictions -> metrics.json, report/, W&B (train and predict share it)
     ("fusion.report",),  # renders an evaluation: figures, report.md, W&B tables
     ("fusion.evaluation",),  # bootstraps every head's own evaluation (Head.evaluate)
