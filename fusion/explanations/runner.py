@@ -20,31 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 
-from fusion.attribution.base_value import from_nested, mean_targets
-from fusion.attribution.context import PatientContext, TargetKey
+from fusion.attribution.context import PatientContext
 from fusion.attribution.features import feature_attributions
 from fusion.attribution.imaging import imaging_saliency, write_saliency_maps
 from fusion.attribution.shapley import CONTRIBUTION_COLUMNS, modality_contributions
 from fusion.attribution.tiles import tile_attributions, write_tile_maps
-from fusion.checkpoint import load_checkpoint, load_model, stored_explain_base
-from fusion.data.cohort import Cohort
 from fusion.errors import ConfigError
 from fusion.explanations.report import log_to_wandb, write_report
-from fusion.explanations.requests import chosen_heads, chosen_modalities, chosen_patients
+from fusion.explanations.session import open_session
 from fusion.explanations.summaries import summary_table, top_features_table
-from fusion.heads.base import Head
 from fusion.modalities.base import Modality
 from fusion.modalities.histology import HistologyModality
 from fusion.modalities.imaging import ImagingModality
 from fusion.modalities.table import TableModality
-from fusion.pipeline import build_datamodule
 
 log = logging.getLogger(__name__)
-#: the data module's split of the explained patients (as fusion-predict's)
-SPLIT = "predict"
 FEATURE_COLUMNS = ("patient_id", "head", "target", "modality", "feature", "value", "attribution")
 IMAGING_METHODS = ("occlusion", "gradients")
 
@@ -97,55 +88,34 @@ def explain_manifest(
         raise ConfigError(
             f"imaging_method must be one of {list(IMAGING_METHODS)}, got {options.imaging_method!r}"
         )
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg, built, _, lit = load_model(checkpoint)
-    model = lit.model
-    head_names = chosen_heads(heads, list(model.heads))
-    mapped = chosen_modalities(modalities, list(built))
-    cohort = Cohort.load(manifest)
-    ids = chosen_patients(patients, cohort.patient_ids, str(manifest))
+    session = open_session(ckpt_path, manifest, patients, heads, modalities, accelerator, num_workers)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-
-    cfg.data.batch_size, cfg.data.num_workers = 1, num_workers
-    datamodule = build_datamodule(
-        cfg, cohort, built, dict(model.heads), splits={SPLIT: ids}, fit_modalities=False
-    )
-    datamodule.setup("predict")
-    device = torch.device(
-        "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-    )
-    model = model.to(device).eval()
-    explained: dict[str, Head] = {h: model.heads[h] for h in head_names}
-    base, base_source = _base_values(checkpoint, model, explained, datamodule)
-    refs = {name: built[name].gather(cohort) for name in mapped}
-
     contributions, features, files = [], [], []
     start = time.perf_counter()
     n_done = 0
-    for batch in datamodule.loader(SPLIT):
-        batch = move_data_to_device(batch, device)
-        pid = batch["patient_id"][0]
-        ctx = PatientContext(pid, model, explained, batch["inputs"], {n: refs[n].get(pid) for n in refs})
-        contributions.append(modality_contributions(ctx, base))
-        for name in (m for m in mapped if m in ctx.present):
-            table, written = _explain_modality(ctx, name, built[name], folder, options)
+    for ctx in session.contexts():
+        contributions.append(modality_contributions(ctx, session.base))
+        for name in (m for m in session.mapped if m in ctx.present):
+            table, written = _explain_modality(ctx, name, session.modalities[name], folder, options)
             if table is not None:
                 features.append(table)
             files += written
         n_done += 1
     seconds = (time.perf_counter() - start) / max(n_done, 1)
-    skipped = len(ids) - n_done
+    skipped = len(session.ids) - n_done
     if skipped:
         log.warning(
-            "%d of the %d patients have none of the model's modalities: nothing to explain", skipped, len(ids)
+            "%d of the %d patients have none of the model's modalities: nothing to explain",
+            skipped,
+            len(session.ids),
         )
     log.info("explained %d patients, %.2f s per patient", n_done, seconds)
 
     contribution_frame = _concat(contributions, CONTRIBUTION_COLUMNS)
     feature_frame = _concat(features, FEATURE_COLUMNS)
     summary = summary_table(contribution_frame)
-    top = top_features_table(feature_frame, {h: head.primary_target for h, head in explained.items()})
+    top = top_features_table(feature_frame, {h: head.primary_target for h, head in session.heads.items()})
     contribution_frame.to_csv(folder / "modality_contributions.csv", index=False)
     written_files = {
         "modality_contributions.csv": "Shapley value of each present modality, per head and target"
@@ -169,15 +139,15 @@ def explain_manifest(
         "checkpoint": str(ckpt_path),
         "manifest": str(manifest),
         "n_patients": n_done,
-        "heads": head_names,
-        "base_source": base_source,
+        "heads": list(session.heads),
+        "base_source": session.base_source,
         "files": written_files,
     }
-    notes = [f"{seconds:.2f} s per patient on {device.type} (all heads and modalities explained)."]
+    notes = [f"{seconds:.2f} s per patient on {session.device.type} (all heads and modalities explained)."]
     if skipped:
         notes.append(f"{skipped} patients had none of the model's modalities and were not explained.")
     base_table = pd.DataFrame(
-        [(h, t, v) for (h, t), v in base.items()], columns=["head", "target", "base_value"]
+        [(h, t, v) for (h, t), v in session.base.items()], columns=["head", "target", "base_value"]
     )
     write_report(folder, info, base_table, summary, top, notes)
     log_to_wandb(wandb, folder, summary, top, info)
@@ -201,35 +171,6 @@ def _explain_modality(
         maps = imaging_saliency(ctx, name, modality, method=options.imaging_method)
         return None, write_saliency_maps(maps, ctx, name, modality, folder)
     return None, []
-
-
-def _base_values(
-    checkpoint: dict, model: Any, heads: dict[str, Head], datamodule: Any
-) -> tuple[dict[TargetKey, float], str]:
-    """The stored training-split means, or (older checkpoints) the mean over the explained patients."""
-    stored = from_nested(stored_explain_base(checkpoint))
-    wanted = {(h, t) for h, head in heads.items() for t in _target_names(head)}
-    if wanted and wanted <= set(stored):
-        return {key: stored[key] for key in sorted(wanted, key=list(stored).index)}, (
-            "each target's mean over the training split, stored in the checkpoint by fusion-train"
-        )
-    log.warning(
-        "the checkpoint holds no training-split mean outputs (written before fusion kept them): the base "
-        "value of the modality contributions is the mean over the explained patients instead"
-    )
-    return mean_targets(model, heads, datamodule.loader(SPLIT)), (
-        "each target's mean over the explained patients (this checkpoint predates the stored training-split "
-        "means; retrain to get them)"
-    )
-
-
-def _target_names(head: Head) -> list[str]:
-    with torch.no_grad():
-        return list(head.explain_targets(head(torch.zeros(1, head.in_dim, device=_device_of(head)))))
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def _concat(frames: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
