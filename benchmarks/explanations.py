@@ -46,7 +46,7 @@ def quickstart_run(work: Path) -> tuple[Path, Path]:
     """(best checkpoint, manifest) of a quickstart model trained on a demo cohort written into `work`."""
     manifest = work / "cohort" / "manifest.csv"
     run = work / "train"
-    found = sorted((run / "checkpoints").glob("epoch*.ckpt")) if run.exists() else []
+    found = sorted((run / "checkpoints").glob("best-*.ckpt")) if run.exists() else []
     if not found:
         cfg = fusion.compose(["experiment=quickstart", f"data.manifest={manifest}", "logger=[csv]"])
         result = run_training(cfg, run)
