@@ -72,8 +72,9 @@ def render_tile(
 
 def write_tiles(
     folder: Path, seed: int, index: int, latents: dict[str, float], n_tiles: int, tile_size: int
-) -> list[Path]:
-    """Write `tile_0000.png` ... for one patient; returns the files written."""
+) -> list[tuple[Path, bool]]:
+    """Write `tile_0000.png` ... for one patient; returns (file written, tumour) per tile: the truth
+    tile explanations are checked against (True = tumour tile, False = stroma)."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("tile_*.png"):  # a rerun must not leave extra tiles behind
         stale.unlink()
@@ -87,5 +88,5 @@ def write_tiles(
         tile = render_tile(tile_size, proliferation, atypia, stroma, rng)
         path = folder / f"tile_{t:04d}.png"
         Image.fromarray(tile).save(path, compress_level=1)
-        files.append(path)
+        files.append((path, not stroma))
     return files

@@ -42,8 +42,9 @@ def gene_blocks(n_genes: int, seed: int) -> dict[str, list[str]]:
     }
 
 
-def genomics_table(patients: pd.DataFrame, n_genes: int, seed: int) -> pd.DataFrame:
-    """`patient_id` + expression columns for the patients with `has_genomics`."""
+def gene_parameters(n_genes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base log-expression (G,), noise sd (G,), loadings (G, blocks)) of the genes: every gene's mean,
+    spread and signed loading on each `GENE_BLOCKS` latent (0 off its block; some genes down-regulated)."""
     names = gene_names(n_genes)
     rng = np.random.default_rng([seed, zlib.crc32(b"gene-params"), n_genes])
     base = rng.normal(2.0, 1.0, size=n_genes)
@@ -54,6 +55,25 @@ def genomics_table(patients: pd.DataFrame, n_genes: int, seed: int) -> pd.DataFr
         strength = dict(GENE_BLOCKS)[latent]
         for gene in genes:  # some genes are down-regulated
             loadings[column[gene], b] = strength * (1.0 if rng.uniform() < 0.75 else -1.0)
+    return base, noise_sd, loadings
+
+
+def gene_truth(n_genes: int, seed: int) -> pd.DataFrame:
+    """``gene, latent, loading``: every signal gene, the latent its block loads on, its signed loading."""
+    loadings = gene_parameters(n_genes, seed)[2]
+    column = {name: g for g, name in enumerate(gene_names(n_genes))}
+    rows = [
+        (gene, latent, float(loadings[column[gene], b]))
+        for b, (latent, genes) in enumerate(gene_blocks(n_genes, seed).items())
+        for gene in genes
+    ]
+    return pd.DataFrame(rows, columns=["gene", "latent", "loading"])
+
+
+def genomics_table(patients: pd.DataFrame, n_genes: int, seed: int) -> pd.DataFrame:
+    """`patient_id` + expression columns for the patients with `has_genomics`."""
+    names = gene_names(n_genes)
+    base, noise_sd, loadings = gene_parameters(n_genes, seed)
     rows = patients[patients["has_genomics"]]
     latents = rows[[latent for latent, _ in GENE_BLOCKS]].to_numpy()
     noise = np.array([patient_rng(seed, int(i), "genomics").standard_normal(n_genes) for i in rows.index])

@@ -4,6 +4,14 @@
     ct/<pid>/<random hex>.dcm      mri/<pid>/{t1,t2,flair}.nii.gz
     pet/<pid>.nii.gz               histology/<pid>/tile_XXXX.png
     ct_mask/<pid>.nii.gz           (the CT lesion mask, in CT's world geometry, for patients with CT)
+    truth/genes.csv                gene, latent, loading: every signal gene, its block's latent and
+                                   its signed loading (the other genes are noise)
+    truth/tiles.csv                patient_id, tile, tumour: each tile's file name and 1 = tumour,
+                                   0 = stroma (what tile explanations are checked against)
+
+`truth.csv` holds each patient's hidden latents and the Bayes-optimal predictions; `truth/` the
+per-gene and per-tile truth. Both record what the generator drew, nothing more: the other files do
+not depend on them.
 
 Paths in the manifest are relative to its folder; an empty cell means the modality (or label) is
 missing. Everything is deterministic given `seed`; nothing is printed.
@@ -80,12 +88,14 @@ def _write_patient_files(
     volume_shape: tuple[int, int, int],
     tile_size: int,
     tiles_per_patient: tuple[int, int],
-) -> dict[str, str]:
-    """Write one patient's imaging and histology; returns modality -> manifest path (relative)."""
+) -> tuple[dict[str, str], list[tuple[str, str, int]]]:
+    """Write one patient's imaging and histology; returns modality -> manifest path (relative), and
+    the `truth/tiles.csv` rows of its tiles (patient_id, tile file name, 1 = tumour)."""
     pid = patient["patient_id"]
     latents = {name: float(patient[name]) for name in LATENTS}
     lesion = imaging.draw_lesion(seed, index, latents)
     paths = {}
+    tiles: list[tuple[str, str, int]] = []
     if patient["has_ct"]:
         rng = patient_rng(seed, index, "ct")
         hu = imaging.render_ct(volume_shape, lesion, patient["site"], rng)
@@ -111,9 +121,10 @@ def _write_patient_files(
     if patient["has_histology"]:
         low, high = tiles_per_patient
         n_tiles = int(patient_rng(seed, index, "tile-count").integers(low, high + 1))
-        histology.write_tiles(root / "histology" / pid, seed, index, latents, n_tiles, tile_size)
+        written = histology.write_tiles(root / "histology" / pid, seed, index, latents, n_tiles, tile_size)
+        tiles = [(pid, path.name, int(tumour)) for path, tumour in written]
         paths["histology"] = f"histology/{pid}"
-    return paths
+    return paths, tiles
 
 
 def _json_safe(value: float) -> float | None:
@@ -166,9 +177,11 @@ def write_demo_cohort(
             ),
             patients.iterrows(),
         )
-        for index, paths in zip(patients.index, written, strict=True):
+        tile_truth = []
+        for index, (paths, tiles) in zip(patients.index, written, strict=True):
             for modality, path in paths.items():
                 manifest.loc[index, modality] = path
+            tile_truth.extend(tiles)
     for label in ("grade", "survival_time", "survival_event", "response"):
         manifest[label] = patients[label]
     manifest = manifest[list(MANIFEST_COLUMNS)]
@@ -179,6 +192,11 @@ def write_demo_cohort(
     tables.ehr_table(patients, seed).to_csv(root / "ehr.csv", index=False)
     truth = patients[list(TRUTH_COLUMNS)].round(6)
     truth.to_csv(root / "truth.csv", index=False)
+    (root / "truth").mkdir(exist_ok=True)
+    tables.gene_truth(n_genes, seed).to_csv(root / "truth" / "genes.csv", index=False)
+    pd.DataFrame(tile_truth, columns=["patient_id", "tile", "tumour"]).to_csv(
+        root / "truth" / "tiles.csv", index=False
+    )
 
     oracle = oracle_from_frame(manifest.merge(truth, on="patient_id"))
     summary = {

@@ -166,6 +166,37 @@ def test_tile_counts_vary_and_look_like_he(tiny: Path) -> None:
     assert len(set(counts)) > 1
 
 
+def test_truth_files_name_the_signal_genes_and_the_tumour_tiles(tiny: Path) -> None:
+    root = tiny.parent
+    genes = pd.read_csv(root / "truth" / "genes.csv")
+    assert list(genes.columns) == ["gene", "latent", "loading"]
+    blocks = json.loads((root / "cohort.json").read_text())["genomics_signal_genes"]
+    by_latent = {latent: sorted(rows["gene"]) for latent, rows in genes.groupby("latent")}
+    assert by_latent == {latent: sorted(names) for latent, names in blocks.items()}
+    assert set(genes["loading"].abs().round(6)) <= {0.9, 0.5} and (genes["loading"] < 0).any()
+    # the sign is the one the expression follows: log expression correlates with the latent that way
+    expression = np.log(pd.read_csv(root / "genomics.csv").set_index("patient_id"))
+    latents = pd.read_csv(root / "truth.csv").set_index("patient_id").loc[expression.index]
+    for gene, latent, loading in genes[genes["latent"] != "spread"].itertuples(index=False):
+        assert np.sign(np.corrcoef(expression[gene], latents[latent])[0, 1]) == np.sign(loading), gene
+
+    tiles = pd.read_csv(root / "truth" / "tiles.csv", dtype={"patient_id": str})
+    assert list(tiles.columns) == ["patient_id", "tile", "tumour"]
+    manifest = _with(_manifest(tiny), "histology")
+    assert set(tiles["patient_id"]) == set(manifest["patient_id"])
+    for pid, folder in zip(manifest["patient_id"], manifest["histology"], strict=True):
+        files = sorted(p.name for p in (root / folder).glob("*.png"))
+        assert list(tiles.loc[tiles["patient_id"] == pid, "tile"]) == files
+    assert set(tiles["tumour"]) == {0, 1}
+    # tumour tiles hold more (darker, larger) nuclei than stroma tiles: the flag matches the pixels
+    dark = [
+        (np.asarray(Image.open(root / "histology" / pid / tile).convert("L")) < 150).mean()
+        for pid, tile in zip(tiles["patient_id"], tiles["tile"], strict=True)
+    ]
+    tumour = tiles["tumour"].to_numpy() == 1
+    assert np.mean(np.asarray(dark)[tumour]) > 2 * np.mean(np.asarray(dark)[~tumour])
+
+
 # --------------------------------------------------------------------------- DICOM
 def test_ct_dicom_series_is_real_and_consistent(tiny: Path) -> None:
     pid = _with(_manifest(tiny), "ct")["patient_id"].iloc[0]
