@@ -25,7 +25,8 @@ from fusion.attribution.context import PatientContext
 from fusion.attribution.features import feature_attributions
 from fusion.attribution.imaging import imaging_saliency, write_saliency_maps
 from fusion.attribution.shapley import CONTRIBUTION_COLUMNS, modality_contributions
-from fusion.attribution.tiles import tile_attributions, write_tile_maps
+from fusion.attribution.tile_maps import write_tile_maps
+from fusion.attribution.tiles import tile_attributions
 from fusion.errors import ConfigError
 from fusion.explanations.report import log_to_wandb, write_report
 from fusion.explanations.session import open_session
