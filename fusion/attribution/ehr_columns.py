@@ -19,6 +19,8 @@ is its baseline, so its attribution is exactly 0.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -35,7 +37,12 @@ from fusion.modalities.ehr_encoders import EHRMLPEncoder, EHRTokenEncoder
 
 
 def ehr_column_scores(
-    ctx: PatientContext, name: str, modality: EHRModality, keys: list[TargetKey], n_steps: int
+    ctx: PatientContext,
+    name: str,
+    modality: EHRModality,
+    keys: list[TargetKey],
+    n_steps: int,
+    with_delta: bool = False,
 ) -> list[FeatureScores]:
     """One score per used column (`ColumnTypes.columns`: numeric, ordinal, boolean, then categorical)."""
     types = modality.types
@@ -44,24 +51,14 @@ def ehr_column_scores(
     data = ctx.inputs[name]["data"]
     inputs = (data["num"].float(), data["num_missing"].bool(), data["cat"].long())
     baselines = (torch.zeros_like(inputs[0]), torch.zeros_like(inputs[1]), torch.zeros_like(inputs[2]))
-    forward = target_matrix(
-        ctx,
-        name,
-        keys,
-        lambda num, missing, cat: {
-            "num": num,
-            "num_missing": missing,
-            "cat": cat,
-        },
-    )
+    forward = target_matrix(ctx, name, keys, collated)
+    run = partial(integrate, forward, inputs, baselines, len(keys), n_steps, with_delta)
     encoder = ctx.model.encoders[name]
     if isinstance(encoder, EHRTokenEncoder):
-        attr, delta = integrate(forward, inputs, baselines, len(keys), n_steps, layer=encoder.tokenizer)
+        attr, delta = run(layer=encoder.tokenizer)
         per_column = attr.sum(dim=-1)  # (K, n_columns)
     elif isinstance(encoder, EHRMLPEncoder):
-        attr, delta = integrate(
-            forward, inputs, baselines, len(keys), n_steps, layer=encoder.mlp, layer_input=True
-        )
+        attr, delta = run(layer=encoder.mlp, layer_input=True)
         per_column = mlp_columns(attr, len(types.features), [e.embedding_dim for e in encoder.embeddings])
     else:
         raise AttributionError(
@@ -88,3 +85,8 @@ def mlp_columns(attr: Tensor, n_num: int, cat_dims: list[int]) -> Tensor:
     if start != attr.shape[1]:
         raise AttributionError(f"EHR mlp encoder: input of {attr.shape[1]} dims, expected {start}")
     return torch.cat(columns, dim=1)
+
+
+def collated(num: Tensor, num_missing: Tensor, cat: Tensor) -> dict[str, Tensor]:
+    """The EHR encoders' input (`EHRModality.collate`) from captum's tuple of tensors."""
+    return {"num": num, "num_missing": num_missing, "cat": cat}

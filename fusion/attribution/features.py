@@ -40,7 +40,7 @@ def feature_attributions(
     values: fill ``value`` with the patient's own cells; False leaves it empty.
     An empty frame (with the columns) for a modality that is not a genomics or EHR table.
     """
-    parts = feature_scores(ctx, name, modality, n_steps)
+    parts = feature_scores(ctx, name, modality, n_steps, with_delta=False)
     if not parts:
         return pd.DataFrame(columns=COLUMNS)
     keys = ctx.target_keys
@@ -64,15 +64,16 @@ def feature_attributions(
 
 
 def feature_scores(
-    ctx: PatientContext, name: str, modality: TableModality, n_steps: int = 32
+    ctx: PatientContext, name: str, modality: TableModality, n_steps: int = 32, with_delta: bool = True
 ) -> list[FeatureScores]:
-    """The attributions as arrays, with captum's convergence delta per target (one `FeatureScores` per view:
-    genes, gene sets, EHR columns); [] for a modality that is not a genomics or EHR table."""
+    """The attributions as arrays, with captum's convergence delta per target unless `with_delta` is False
+    (one `FeatureScores` per view: genes, gene sets, EHR columns); [] for a modality that is not a genomics
+    or EHR table."""
     keys = ctx.target_keys
     if isinstance(modality, GenomicsModality):
-        return gene_scores(ctx, name, modality, keys, n_steps)
+        return gene_scores(ctx, name, modality, keys, n_steps, with_delta)
     if isinstance(modality, EHRModality):
-        return ehr_column_scores(ctx, name, modality, keys, n_steps)
+        return ehr_column_scores(ctx, name, modality, keys, n_steps, with_delta)
     return []
 
 

@@ -15,6 +15,8 @@ across them.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from fusion.attribution.context import PatientContext, TargetKey
@@ -33,7 +35,12 @@ GENE_SET_PREFIX = "set:"
 
 
 def gene_scores(
-    ctx: PatientContext, name: str, modality: GenomicsModality, keys: list[TargetKey], n_steps: int
+    ctx: PatientContext,
+    name: str,
+    modality: GenomicsModality,
+    keys: list[TargetKey],
+    n_steps: int,
+    with_delta: bool = False,
 ) -> list[FeatureScores]:
     """The genes' attributions, then (pathway encoder only) the gene sets'."""
     genes = list(modality.selected or [])
@@ -43,13 +50,15 @@ def gene_scores(
             f"patient '{ctx.patient_id}', modality '{name}': expected 1 x {len(genes)} genes, "
             f"got input of shape {tuple(x.shape)}"
         )
-    forward = target_matrix(ctx, name, keys)
     baseline = torch.zeros_like(x)  # the training mean of every gene, on the model's z-scale
-    attr, delta = integrate(forward, (x,), (baseline,), len(keys), n_steps)
+    run = partial(
+        integrate, target_matrix(ctx, name, keys), (x,), (baseline,), len(keys), n_steps, with_delta
+    )
+    attr, delta = run()
     out = [as_scores(genes, genes, attr, delta)]
     encoder = ctx.model.encoders[name]
     if isinstance(encoder, PathwayEncoder):
-        attr, delta = integrate(forward, (x,), (baseline,), len(keys), n_steps, layer=encoder)
+        attr, delta = run(layer=encoder)
         sets = [GENE_SET_PREFIX + s for s in encoder.set_names]
         out.append(as_scores(sets, [None] * len(sets), attr.sum(dim=-1), delta))
     return out

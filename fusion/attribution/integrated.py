@@ -34,13 +34,14 @@ class FeatureScores:
     features: the feature names (genes, gene sets, EHR columns), in the order of `scores`' columns.
     cells: per feature, the table column its `value` is read from; None when it has no cell (a gene set).
     scores: (K, F) attribution of each target (`PatientContext.target_keys` order) to each feature.
-    delta: (K,) captum's convergence delta: sum of a target's scores minus f(x) - f(baseline).
+    delta: (K,) captum's convergence delta, sum of a target's scores minus f(x) - f(baseline); None when
+        not asked for.
     """
 
     features: list[str]
     cells: list[str | None]
     scores: np.ndarray
-    delta: np.ndarray
+    delta: np.ndarray | None
 
 
 def target_matrix(
@@ -63,15 +64,17 @@ def integrate(
     baselines: tuple[Tensor, ...],
     n_targets: int,
     n_steps: int,
+    with_delta: bool = False,
     layer: nn.Module | None = None,
     layer_input: bool = False,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor | None]:
     """Integrated Gradients of each of `n_targets` targets w.r.t. `inputs` (a batch of one), or with `layer`
     w.r.t. that layer's output (its input with `layer_input`): captum's LayerIntegratedGradients, which
     interpolates the layer's activations between their values at `baselines` and at `inputs`.
 
-    Returns the attributions (n_targets, *shape of the one row) and the convergence delta (n_targets,).
-    Gradients are enabled locally; the caller's grad mode is left as it was.
+    Returns the attributions (n_targets, *shape of the one row) and, `with_delta`, the convergence delta
+    (n_targets,): two more forwards, so only when asked (tests, checks). Gradients are enabled locally;
+    the caller's grad mode is left as it was.
     """
 
     def repeat(t: Tensor) -> Tensor:
@@ -82,30 +85,32 @@ def integrate(
     with torch.enable_grad():
         if layer is None:
             ig = IntegratedGradients(forward)
-            attr, delta = ig.attribute(
-                rows, baselines=bases, target=targets, n_steps=n_steps, return_convergence_delta=True
+            result = ig.attribute(
+                rows, baselines=bases, target=targets, n_steps=n_steps, return_convergence_delta=with_delta
             )
-            out = attr[0]
         else:
             lig = LayerIntegratedGradients(forward, layer)
-            out, delta = lig.attribute(
+            result = lig.attribute(
                 rows,
                 baselines=bases,
                 target=targets,
                 n_steps=n_steps,
                 attribute_to_layer_input=layer_input,
-                return_convergence_delta=True,
+                return_convergence_delta=with_delta,
             )
-    return out.detach(), delta.detach()
+    attr, delta = result if with_delta else (result, None)
+    if isinstance(attr, tuple):  # IntegratedGradients on a tuple of inputs: one attribution per input
+        attr = attr[0]
+    return attr.detach(), None if delta is None else delta.detach()
 
 
 def as_scores(
-    features: list[str], cells: Sequence[str | None], attributions: Tensor, delta: Tensor
+    features: list[str], cells: Sequence[str | None], attributions: Tensor, delta: Tensor | None
 ) -> FeatureScores:
     """`FeatureScores` from (K, F) attributions."""
     return FeatureScores(
         features=list(features),
         cells=list(cells),
         scores=attributions.double().cpu().numpy(),
-        delta=delta.double().cpu().numpy().reshape(-1),
+        delta=None if delta is None else delta.double().cpu().numpy().reshape(-1),
     )
