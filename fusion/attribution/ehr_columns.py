@@ -22,7 +22,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fusion.attribution.context import PatientContext, TargetKey
 from fusion.attribution.integrated import (
@@ -59,7 +59,7 @@ def ehr_column_scores(
         per_column = attr.sum(dim=-1)  # (K, n_columns)
     elif isinstance(encoder, EHRMLPEncoder):
         attr, delta = run(layer=encoder.mlp, layer_input=True)
-        per_column = mlp_columns(attr, len(types.features), [e.embedding_dim for e in encoder.embeddings])
+        per_column = mlp_columns(attr, len(types.features), embedding_dims(encoder))
     else:
         raise AttributionError(
             f"modality '{name}': no feature attribution for the encoder {type(encoder).__name__} "
@@ -90,3 +90,8 @@ def mlp_columns(attr: Tensor, n_num: int, cat_dims: list[int]) -> Tensor:
 def collated(num: Tensor, num_missing: Tensor, cat: Tensor) -> dict[str, Tensor]:
     """The EHR encoders' input (`EHRModality.collate`) from captum's tuple of tensors."""
     return {"num": num, "num_missing": num_missing, "cat": cat}
+
+
+def embedding_dims(encoder: EHRMLPEncoder) -> list[int]:
+    """The size of each categorical column's embedding, in column order."""
+    return [e.embedding_dim for e in encoder.embeddings if isinstance(e, nn.Embedding)]
