@@ -1,11 +1,12 @@
 """Integrated Gradients of one patient's EHR columns (numeric, ordinal, boolean and categorical).
 
 Categories are indices, which have no straight path to interpolate along, so every column is attributed
-where it becomes a vector (captum's LayerIntegratedGradients), summed over that vector's dimensions:
-- ``tokens`` encoder: at the tokenizer's output, one token per column. A numeric token is linear in the
-  scaled value (``x * w + b``), so this equals plain IG on the scaled value.
-- ``mlp`` encoder: at the MLP's input, ``[scaled values, missing indicators, category embeddings]``; a
-  numeric column owns its value and its indicator, a categorical one its embedding.
+where it becomes a vector (layer Integrated Gradients), summed over that vector's dimensions:
+- ``tokens`` encoder: at the tokenizer's output, one token per column (`integrate_tokens`). A numeric token
+  is linear in the scaled value (``x * w + b``), so this equals plain IG on the scaled value.
+- ``mlp`` encoder: at the MLP's input (captum's LayerIntegratedGradients), ``[scaled values, missing
+  indicators, category embeddings]``; a numeric column owns its value and its indicator, a categorical
+  one its embedding.
 
 Baseline patient: every numeric, ordinal and boolean column at 0 on the model's scale (the training median
 or mean: quantile or z-score scaling), not missing; every categorical column at index 0, the missing level.
@@ -19,8 +20,6 @@ is its baseline, so its attribution is exactly 0.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +29,7 @@ from fusion.attribution.integrated import (
     FeatureScores,
     as_scores,
     integrate,
+    integrate_tokens,
     target_matrix,
 )
 from fusion.modalities.ehr import EHRModality
@@ -51,14 +51,15 @@ def ehr_column_scores(
     data = ctx.inputs[name]["data"]
     inputs = (data["num"].float(), data["num_missing"].bool(), data["cat"].long())
     baselines = (torch.zeros_like(inputs[0]), torch.zeros_like(inputs[1]), torch.zeros_like(inputs[2]))
-    forward = target_matrix(ctx, name, keys, collated)
-    run = partial(integrate, forward, inputs, baselines, len(keys), n_steps, with_delta)
     encoder = ctx.model.encoders[name]
     if isinstance(encoder, EHRTokenEncoder):
-        attr, delta = run(layer=encoder.tokenizer)
+        attr, delta = integrate_tokens(ctx, name, keys, collated(*baselines), n_steps, with_delta)
         per_column = attr.sum(dim=-1)  # (K, n_columns)
     elif isinstance(encoder, EHRMLPEncoder):
-        attr, delta = run(layer=encoder.mlp, layer_input=True)
+        forward = target_matrix(ctx, name, keys, collated)
+        attr, delta = integrate(
+            forward, inputs, baselines, len(keys), n_steps, with_delta, layer=encoder.mlp, layer_input=True
+        )
         per_column = mlp_columns(attr, len(types.features), embedding_dims(encoder))
     else:
         raise AttributionError(

@@ -15,8 +15,6 @@ across them.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 
 from fusion.attribution.context import PatientContext, TargetKey
@@ -25,6 +23,7 @@ from fusion.attribution.integrated import (
     FeatureScores,
     as_scores,
     integrate,
+    integrate_tokens,
     target_matrix,
 )
 from fusion.modalities.genomics import GenomicsModality
@@ -51,14 +50,12 @@ def gene_scores(
             f"got input of shape {tuple(x.shape)}"
         )
     baseline = torch.zeros_like(x)  # the training mean of every gene, on the model's z-scale
-    run = partial(
-        integrate, target_matrix(ctx, name, keys), (x,), (baseline,), len(keys), n_steps, with_delta
-    )
-    attr, delta = run()
+    forward = target_matrix(ctx, name, keys)
+    attr, delta = integrate(forward, (x,), (baseline,), len(keys), n_steps, with_delta)
     out = [as_scores(genes, genes, attr, delta)]
     encoder = ctx.model.encoders[name]
     if isinstance(encoder, PathwayEncoder):
-        attr, delta = run(layer=encoder)
+        attr, delta = integrate_tokens(ctx, name, keys, baseline, n_steps, with_delta)
         sets = [GENE_SET_PREFIX + s for s in encoder.set_names]
         out.append(as_scores(sets, [None] * len(sets), attr.sum(dim=-1), delta))
     return out

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from fusion.attribution.context import PatientContext, TargetKey
 from fusion.errors import FusionError
+from fusion.fusers.base import as_tokens
 
 
 class AttributionError(FusionError, ValueError):
@@ -102,6 +103,33 @@ def integrate(
     if isinstance(attr, tuple):  # IntegratedGradients on a tuple of inputs: one attribution per input
         attr = attr[0]
     return attr.detach(), None if delta is None else delta.detach()
+
+
+def integrate_tokens(
+    ctx: PatientContext,
+    name: str,
+    keys: Sequence[TargetKey],
+    baseline_data: Any,
+    n_steps: int,
+    with_delta: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Layer Integrated Gradients at modality `name`'s encoder output (its tokens, (1, T, d)), from the
+    tokens of `baseline_data` (the encoder's input for the baseline patient) to the patient's own.
+
+    The same numbers as captum's LayerIntegratedGradients on the encoder, which would run the encoder on
+    every interpolation step and twice more for nothing: here it runs once, on the baseline, and the steps
+    start at the tokens (`PatientContext.targets_with`). Returns (K, T, d) attributions and the delta.
+    """
+    encoder = ctx.model.encoders[name]
+    with torch.no_grad():
+        baseline = as_tokens(encoder(baseline_data))
+    tokens = ctx.encoded[name][0]
+
+    def forward(variants: Tensor) -> Tensor:
+        targets = ctx.targets_with(name, variants)
+        return torch.stack([targets[key] for key in keys], dim=1)
+
+    return integrate(forward, (tokens,), (baseline,), len(keys), n_steps, with_delta)
 
 
 def as_scores(

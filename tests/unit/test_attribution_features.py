@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from fusion.attribution.context import PatientContext
+from fusion.attribution.ehr_columns import collated
 from fusion.attribution.features import COLUMNS, feature_attributions, feature_scores, is_gene_set
+from fusion.attribution.integrated import integrate, target_matrix
 from fusion.fusers.transformer import TransformerFuser
 from fusion.heads.grade import GradeHead
 from fusion.heads.response import ResponseHead
@@ -296,3 +298,25 @@ def test_works_under_no_grad_and_leaves_grad_mode_alone():
         frame = feature_attributions(ctx, "genomics", modalities["genomics"], n_steps=8)
         assert not torch.is_grad_enabled()
     assert frame["attribution"].abs().sum() > 0 and math.isfinite(frame["attribution"].sum())
+
+
+def test_token_attributions_equal_captums_layer_integrated_gradients_on_the_encoder():
+    modalities, model, make = setup("tokens", pathways={"A": ["G0", "G1", "G2"], "B": ["G3", "G4", "G5"]})
+    ctx = make()
+    keys = ctx.target_keys
+    data = ctx.inputs["ehr"]["data"]
+    inputs = (data["num"], data["num_missing"], data["cat"])
+    baselines = tuple(torch.zeros_like(t) for t in inputs)
+    forward = target_matrix(ctx, "ehr", keys, collated)
+    captum_ehr, _ = integrate(
+        forward, inputs, baselines, len(keys), 16, layer=model.encoders["ehr"].tokenizer
+    )
+    (ours,) = feature_scores(ctx, "ehr", modalities["ehr"], n_steps=16)
+    np.testing.assert_allclose(ours.scores, captum_ehr.sum(-1).numpy(), atol=1e-6)
+    x = ctx.inputs["genomics"]["data"]
+    genes = target_matrix(ctx, "genomics", keys)
+    captum_sets, _ = integrate(
+        genes, (x,), (torch.zeros_like(x),), len(keys), 16, layer=model.encoders["genomics"]
+    )
+    _, sets = feature_scores(ctx, "genomics", modalities["genomics"], n_steps=16)
+    np.testing.assert_allclose(sets.scores, captum_sets.sum(-1).numpy(), atol=1e-6)
