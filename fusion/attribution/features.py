@@ -35,8 +35,9 @@ def feature_attributions(
 ) -> pd.DataFrame:
     """Every (target, feature) attribution of modality `name` for the patient in `ctx`.
 
-    n_steps: Integrated Gradients steps (captum's Gauss-Legendre rule; 32 keeps the completeness gap well
-        under 1% of the prediction change on the quickstart model at a few tens of ms per modality).
+    n_steps: Integrated Gradients steps (captum's Gauss-Legendre rule). On the quickstart model, 32 steps
+        leave a completeness gap (sum of attributions vs f(x) - f(baseline)) of about 1% (genes; at most
+        3%) and 0.2% (EHR) of the largest target change; 16 steps: 1.4% (at most 9%) and 0.3%.
     values: fill ``value`` with the patient's own cells; False leaves it empty.
     An empty frame (with the columns) for a modality that is not a genomics or EHR table.
     """

@@ -5,7 +5,7 @@ are stacked into an (S, K) matrix by one forward. captum attributes one scalar p
 patient's row is repeated K times and copy k is explained for target k (``target=[0, ..., K-1]``):
 one forward of ``K * n_steps`` interpolated rows and one backward cover every target, instead of K
 separate calls. captum's convergence delta (sum of attributions - (f(x) - f(baseline))) comes back
-per target: Integrated Gradients is complete, so it should be near zero.
+per target when asked for: Integrated Gradients is complete, so it should be near zero.
 """
 
 from __future__ import annotations
