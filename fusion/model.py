@@ -87,7 +87,7 @@ class FusionModel(nn.Module):
         the modalities left out), so the encoders run once per patient.
         """
         if self.output == "ensemble" and len(self.encoders) > 1:
-            return ensemble_outputs(*self._fused_and_unimodal(encoded))
+            return ensemble_outputs(*self.fused_and_unimodal(encoded))
         z = self.fuser(encoded)
         return {name: head(z) for name, head in self.heads.items()}
 
@@ -102,15 +102,19 @@ class FusionModel(nn.Module):
         modality gets an entry, with zero rows when nobody in the batch has it, so data-parallel ranks
         gather the same tensors in the same order.
         """
-        return self._fused_and_unimodal(self.encode(inputs))
+        return self.fused_and_unimodal(self.encode(inputs))
 
-    def _fused_and_unimodal(
-        self, encoded: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    def fused_and_unimodal(
+        self, encoded: dict[str, tuple[torch.Tensor, torch.Tensor]], only: str | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]]:
+        """`forward_with_unimodal` from `encode`'s output; `only`: the one-modality pass of that modality
+        alone (explanations vary one modality's input and keep the others' passes)."""
         z = self.fuser(encoded)
         fused = {name: head(z) for name, head in self.heads.items()}
         unimodal = {}
         for name, (_, rows) in encoded.items():
+            if only is not None and name != only:
+                continue
             if rows.any():
                 alone = {n: (t[rows], p[rows] & (n == name)) for n, (t, p) in encoded.items()}
                 z_alone = self.fuser(alone)

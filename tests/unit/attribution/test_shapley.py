@@ -121,3 +121,25 @@ def test_a_missing_modality_gets_no_row_and_a_single_one_gets_everything():
     )
     frame = modality_contributions(two, {("survival", "survival_log_hazard"): 0.0})
     assert list(frame["modality"]) == ["a", "c"]
+
+
+@pytest.mark.parametrize("output", ["fused", "ensemble"])
+def test_varying_one_modality_predicts_as_the_whole_model_does(output):
+    """targets_with keeps the other modalities' one-modality passes from the patient (computed once): the
+    result must equal the model's own prediction on the varied inputs, and a missing modality stays out."""
+    model = tiny_model(output)
+    inputs = one_patient({"a": True, "b": False, "c": True})
+    ctx = PatientContext("P4", model, dict(model.heads), inputs)
+    variants = torch.randn(5, 3)
+    got = ctx.targets_from_data("a", variants)
+    batch = {
+        "a": {"present": torch.ones(5, dtype=torch.bool), "data": variants},
+        "b": {"present": torch.zeros(5, dtype=torch.bool), "data": None},
+        "c": {"present": torch.ones(5, dtype=torch.bool), "data": inputs["c"]["data"].expand(5, 3)},
+    }
+    with torch.no_grad():
+        expected = model(batch)
+    torch.testing.assert_close(got[("survival", "survival_log_hazard")].detach(), expected["survival"])
+    torch.testing.assert_close(got[("response", "response_logit")].detach(), expected["response"])
+    probs = torch.stack([got[("grade", f"grade_prob_{k}")].detach() for k in (1, 2, 3)], dim=1)
+    torch.testing.assert_close(probs, expected["grade"].softmax(dim=1))
