@@ -84,7 +84,11 @@ def resample(
     for k0 in range(0, nz, step):
         k = np.arange(k0, min(k0 + step, nz), dtype=float)
         ijk = np.stack(
-            [np.repeat(i[..., None], len(k), 2), np.repeat(j[..., None], len(k), 2), np.broadcast_to(k, i.shape + k.shape)]
+            [
+                np.repeat(i[..., None], len(k), 2),
+                np.repeat(j[..., None], len(k), 2),
+                np.broadcast_to(k, i.shape + k.shape),
+            ]
         ).reshape(3, -1)
         src = to_source[:3, :3] @ ijk + to_source[:3, 3:4]
         inside = np.all((src >= -0.5) & (src <= extent - 0.5), axis=0)

@@ -71,7 +71,8 @@ def occlusion_saliency(
             batch = data.expand(len(chunk), *data.shape[1:]).clone()
             for b, box in enumerate(chunk):
                 if box is not None:
-                    batch[(b, slice(None), *box)] = fill
+                    where: tuple[int | slice, ...] = (b, slice(None), *box)
+                    batch[where] = fill
             rows.append(ctx.targets_from_data(name, batch))
     keys = list(rows[0])
     values = torch.stack([torch.cat([r[key] for r in rows]) for key in keys]).float().cpu().numpy()
@@ -79,7 +80,8 @@ def occlusion_saliency(
     total = np.zeros((len(keys), *spatial), dtype=np.float64)
     count = np.zeros(spatial, dtype=np.float64)
     for b, box in enumerate(boxes):
-        total[(slice(None), *box)] += drops[:, b, None, None, None]
+        every_target: tuple[slice, ...] = (slice(None), *box)
+        total[every_target] += drops[:, b, None, None, None]
         count[box] += 1.0
     saliency = (total / np.maximum(count, 1.0)).astype(np.float32)
     return {key: saliency[k] for k, key in enumerate(keys)}

@@ -1,5 +1,5 @@
-"""Where the model's input grid lies in the world: the voxel -> world (RAS mm) affine of `ImagingModality.load`'s
-output, for maps drawn back onto the scan (`fusion.attribution.imaging`).
+"""Where the model's input grid lies in the world: the voxel -> world (RAS mm) affine of the grid that
+`ImagingModality.load` returns, for maps drawn back onto the scan (`fusion.attribution.imaging`).
 
 `load` resamples the scan to `pixdim` in RAS (the affine after Orientation and Spacing is known from
 MONAI's MetaTensor) and then brings it to `spatial_size` with voxel index arithmetic only: a centre

@@ -18,6 +18,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Resize, ResizeWithPadOrCrop
+from monai.visualize import OcclusionSensitivity
 from PIL import Image
 from pydicom.data import get_testdata_file
 from torch import nn
@@ -75,7 +76,12 @@ DICOM_ORIGIN = np.array([-12.0, -10.0, 14.0])  # LPS position of the first slice
 def dicom_world(column: float, row: float, k: float) -> np.ndarray:
     """RAS world point of voxel (column, row, slice k), from the DICOM definition (PS3.3 C.7.6.2.1.1)."""
     normal = np.cross(ROW_DIR, COL_DIR)
-    lps = DICOM_ORIGIN + k * SLICE_SPACING * normal + column * COL_SPACING * ROW_DIR + row * ROW_SPACING * COL_DIR
+    lps = (
+        DICOM_ORIGIN
+        + k * SLICE_SPACING * normal
+        + column * COL_SPACING * ROW_DIR
+        + row * ROW_SPACING * COL_DIR
+    )
     return lps * np.array([-1.0, -1.0, 1.0])
 
 
@@ -95,7 +101,9 @@ def write_dicom_scan(folder: Path) -> tuple[Path, np.ndarray]:
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.{k + 1}"
         ds.InstanceNumber = k + 1
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = np.ascontiguousarray((hu[:, :, k].T + 1024).astype(np.int16)).tobytes()  # rows x columns
+        ds.PixelData = np.ascontiguousarray(
+            (hu[:, :, k].T + 1024).astype(np.int16)
+        ).tobytes()  # rows x columns
         ds.save_as(folder / f"slice{(5 * k + 2) % 9}.dcm")
     return folder, dicom_world(*voxel)
 
@@ -155,7 +163,9 @@ def test_a_marker_in_the_scan_lies_at_the_same_world_point_on_the_model_grid(
         mask[4:7, 4:7, 4:7] = 1
         nib.save(nib.Nifti1Image(mask, mask_affine), str(tmp_path / "mask.nii.gz"))
         ref = ImagingRef(Path(path), tmp_path / "mask.nii.gz")
-    loaded = modality(mask_column="mask" if mode == "lesion" else None, resize_mode="resize" if mode == "resize" else "crop")
+    loaded = modality(
+        mask_column="mask" if mode == "lesion" else None, resize_mode="resize" if mode == "resize" else "crop"
+    )
     data, grid = loaded.load_on_grid(ref)
     torch.testing.assert_close(data, loaded.load(ref), rtol=0, atol=0)
     np.testing.assert_allclose(marker_centroid(data[0].numpy(), grid), point, atol=1.0)
@@ -163,7 +173,7 @@ def test_a_marker_in_the_scan_lies_at_the_same_world_point_on_the_model_grid(
 
 # ----------------------------------------------------------------------------- maps
 class RegionEncoder(nn.Module):
-    """Reads only the mean of one box of the input grid (every channel): the model's output depends on it alone."""
+    """Reads only the mean of one box of the input grid (all channels): the output depends on it alone."""
 
     def __init__(self, box: tuple[slice, ...]):
         super().__init__()
@@ -269,3 +279,32 @@ def test_bad_input_is_refused_naming_the_patient(scans: dict) -> None:
     maps = imaging_saliency(ctx, "ct", loaded, "gradients")
     with pytest.raises(ImagingMapError, match="patient 'P7', modality 'ct': no scan path"):
         write_saliency_maps(maps, ctx, "ct", loaded, "/nonexistent")
+
+
+class Targets(nn.Module):
+    """The patient's targets as a network of the volume alone, for MONAI's OcclusionSensitivity."""
+
+    def __init__(self, ctx: PatientContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        targets = self.ctx.targets_from_data("ct", x)
+        return torch.stack([targets[key] for key in self.ctx.target_keys], dim=1)
+
+
+def test_occlusion_agrees_with_monai_occlusion_sensitivity_where_monai_is_right(scans: dict) -> None:
+    # MONAI with a constant 0 fill and no activation averages the occluded outputs over the windows that
+    # cover a voxel: the baseline minus its map is our mean drop (its mean_patch and activate=True are not)
+    ctx = context(scans["nifti"][0], modality(), box=(slice(2, 5), slice(4, 6), slice(1, 4)))
+    data = ctx.inputs["ct"]["data"]
+    ours = occlusion_saliency(ctx, "ct", data, patch=(4, 4, 4), stride=(2, 2, 2))
+    monai = OcclusionSensitivity(
+        Targets(ctx), mask_size=4, n_batch=512, verbose=False, mode=0.0, overlap=0.5, activate=False
+    )
+    with torch.no_grad():
+        occluded, _ = monai(data)
+        base = Targets(ctx)(data)[0]
+    for k, key in enumerate(ctx.target_keys):
+        expected = (base[k] - torch.as_tensor(occluded)[0, k]).numpy()
+        np.testing.assert_allclose(ours[key], expected, atol=1e-5)
