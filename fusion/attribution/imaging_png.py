@@ -42,6 +42,7 @@ def saliency_png(scan: np.ndarray, saliency: np.ndarray, affine: np.ndarray, tit
     scale = float(np.abs(values).max()) or 1.0
     shown = np.ma.masked_where(np.abs(values) < SHOW_ABOVE * scale, values)
     panels = [("sagittal", 0, 1, 2), ("coronal", 1, 0, 2), ("axial", 2, 0, 1)]  # fixed, across, up axes
+    low, high = np.percentile(image, [1.0, 99.0])  # grey levels: HU of bone or air would wash out tissue
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for ax, (label, fixed, across, up) in zip(axes, panels, strict=True):
         index = tuple(peak[a] if a == fixed else slice(None) for a in range(3))
@@ -50,7 +51,9 @@ def saliency_png(scan: np.ndarray, saliency: np.ndarray, affine: np.ndarray, tit
         plane, overlay = image[index].T, shown[index].T
         if flip:
             plane, overlay = plane[:, ::-1], overlay[:, ::-1]
-        ax.imshow(plane, cmap="gray", origin="lower", aspect=aspect, interpolation="nearest")
+        ax.imshow(
+            plane, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=aspect, interpolation="nearest"
+        )
         ax.imshow(overlay, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=0.6, origin="lower", aspect=aspect)
         ax.set_title(f"{label}, slice {peak[fixed]}")
         ax.set_xticks([])
