@@ -189,16 +189,17 @@ class RegionEncoder(nn.Module):
 
 def context(ref: object, loaded: ImagingModality, box: tuple[slice, ...] | None = None) -> PatientContext:
     """A patient whose model reads a 3-voxel box of the model grid around the loaded marker (or `box`)."""
+    name = loaded.name
     data = loaded.load(ref)[None]
     if box is None:
-        peak = np.unravel_index(int(torch.argmax(data[0, 0])), SIZE)
+        peak = np.unravel_index(int(torch.argmax(data[0].sum(0))), SIZE)
         box = tuple(slice(max(0, int(p) - 1), int(p) + 2) for p in peak)
     torch.manual_seed(0)
     heads = {"grade": GradeHead(16, classes=[1, 2, 3]), "survival": SurvivalHead(16)}
-    fuser = TransformerFuser({"ct": DIM}, d_model=16, n_heads=2, n_layers=1, dim_feedforward=32)
-    model = FusionModel({"ct": RegionEncoder(box)}, {"ct": DIM}, fuser, heads).eval()
-    inputs = {"ct": {"present": torch.tensor([True]), "data": data}}
-    return PatientContext("P7", model, dict(model.heads), inputs, {"ct": ref})
+    fuser = TransformerFuser({name: DIM}, d_model=16, n_heads=2, n_layers=1, dim_feedforward=32)
+    model = FusionModel({name: RegionEncoder(box)}, {name: DIM}, fuser, heads).eval()
+    inputs = {name: {"present": torch.tensor([True]), "data": data}}
+    return PatientContext("P7", model, dict(model.heads), inputs, {name: ref})
 
 
 @pytest.mark.parametrize("kind", ["nifti", "dicom"])
@@ -308,3 +309,23 @@ def test_occlusion_agrees_with_monai_occlusion_sensitivity_where_monai_is_right(
     for k, key in enumerate(ctx.target_keys):
         expected = (base[k] - torch.as_tensor(occluded)[0, k]).numpy()
         np.testing.assert_allclose(ours[key], expected, atol=1e-5)
+
+
+def test_an_mri_folder_s_map_takes_the_grid_of_its_first_present_sequence(
+    scans: dict, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mri"
+    folder.mkdir()
+    (folder / "t2.nii.gz").write_bytes(scans["nifti"][0].read_bytes())  # t1 is missing: t2 is the grid
+    loaded = ImagingModality(
+        "mri", kind="mri", sequences=["t1", "t2"], pixdim=PIXDIM, spatial_size=SIZE, augment=False
+    )
+    ctx = context(folder, loaded)
+    maps = imaging_saliency(ctx, "mri", loaded, "gradients")
+    write_saliency_maps(maps, ctx, "mri", loaded, tmp_path)
+    written = nib.load(str(tmp_path / "imaging" / "P7_mri_grade.nii.gz"))
+    assert written.shape == (14, 11, 12)
+    np.testing.assert_allclose(written.affine, oblique_affine(), atol=1e-4)
+    peak = saliency_peak(np.asarray(written.dataobj))
+    world = written.affine[:3, :3] @ np.asarray(peak, float) + written.affine[:3, 3]
+    assert np.linalg.norm(world - scans["nifti"][1]) <= np.sqrt(3) * PIXDIM[0]
