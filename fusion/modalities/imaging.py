@@ -32,6 +32,7 @@ from torch import nn
 from fusion.modalities.base import Modality
 from fusion.modalities.batch_memory import stack
 from fusion.modalities.imaging_batch_augment import BatchAugment, seeded_call
+from fusion.modalities.imaging_grid import fitted_affine
 from fusion.modalities.imaging_options import (
     build_augmentations,
     parse_ct_windows,
@@ -232,6 +233,11 @@ class ImagingModality(Modality):
     # ----------------------------------------------------------------- data side
     def load(self, ref: Any) -> torch.Tensor:
         """Read and preprocess one scan -> float32 (C, D, H, W); ValueError naming the file if broken."""
+        return self.load_on_grid(ref)[0]
+
+    def load_on_grid(self, ref: Any) -> tuple[torch.Tensor, np.ndarray]:
+        """`load`'s tensor and the voxel -> world (RAS mm) affine of its grid (`imaging_grid.fitted_affine`),
+        for maps drawn back onto the scan; for sequences, the grid of the first present one."""
         path, mask = (ref.image, ref.mask) if isinstance(ref, ImagingRef) else (Path(ref), None)
         volumes = self._read(Path(path))
         present = list(volumes)
@@ -251,14 +257,16 @@ class ImagingModality(Modality):
         del image
         # (present, windows, X, Y, Z): every window of every sequence, sequence-major
         data = apply_intensity(self._intensity, data).flatten(0, 1)
-        if centre is None:
+        box = None if centre is None else world_to_voxel(centre, affine)
+        grid = fitted_affine(np.asarray(affine), data.shape[1:], self.spatial_size, self.resize_mode, box)
+        if box is None:
             data = torch.as_tensor(self._fit_to_size(data))
         else:
-            data = crop_around(data, world_to_voxel(centre, affine), self.spatial_size)
+            data = crop_around(data, box, self.spatial_size)
         windows = len(self._intensity)
         out = torch.zeros((self.in_channels // windows, windows, *self.spatial_size), dtype=torch.float32)
         out[present] = data.float().reshape(len(present), windows, *self.spatial_size)
-        return out.flatten(0, 1)  # absent sequences stay zero channels
+        return out.flatten(0, 1), grid  # absent sequences stay zero channels
 
     def _read(self, path: Path) -> dict[int, MetaTensor]:
         """Sequence index -> scan as read; one entry (0) without `sequences`."""
