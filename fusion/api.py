@@ -68,7 +68,7 @@ def explain(
     modalities: Sequence[str] | None = None,
     maps: bool = True,
     feature_values: bool = True,
-    imaging_method: str = "occlusion",
+    imaging_method: str = "gradients",
     ig_steps: int = 32,
     accelerator: str = "cpu",
 ) -> ExplainResult:

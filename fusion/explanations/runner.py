@@ -58,11 +58,11 @@ class ExplainResult:
 class ExplainOptions:
     """How much to explain. maps: write tile and imaging maps (off: contributions and features only, as
     fusion-cv does per fold); feature_values: the patient's own values in features.csv (off for a file that
-    leaves the hospital); imaging_method: occlusion | gradients; ig_steps: Integrated-Gradients steps."""
+    leaves the hospital); imaging_method: gradients | occlusion; ig_steps: Integrated-Gradients steps."""
 
     maps: bool = True
     feature_values: bool = True
-    imaging_method: str = "occlusion"
+    imaging_method: str = "gradients"
     ig_steps: int = 32
 
 
