@@ -146,18 +146,20 @@ def test_unknown_heads_patients_and_modalities_are_one_line_errors(trained, tiny
 
 
 def test_a_single_modality_patient_gets_the_whole_difference(trained, tiny_cohort, tmp_path):
+    """A manifest of one patient whose only input is the EHR row (no files, no genes)."""
+    ehr = pd.read_csv(tiny_cohort.parent / "ehr.csv", dtype={"patient_id": str})
+    pid = ehr["patient_id"].iloc[0]
     manifest = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
-    pid = pd.read_csv(tiny_cohort.parent / "ehr.csv", dtype={"patient_id": str})["patient_id"].iloc[0]
-    manifest.loc[manifest["patient_id"] == pid, ["ct", "mri", "pet", "histology", "ct_mask"]] = ""
-    only_tables = tmp_path / "manifest.csv"
-    manifest.to_csv(only_tables, index=False)
-    for name in ("genomics.csv", "ehr.csv"):
-        table = pd.read_csv(tiny_cohort.parent / name, dtype={"patient_id": str})
-        keep = table if name == "ehr.csv" else table[table["patient_id"] != pid]
-        keep.to_csv(tmp_path / name, index=False)
+    row = manifest[manifest["patient_id"] == pid].copy()
+    row[["ct", "mri", "pet", "histology", "ct_mask"]] = ""
+    row.to_csv(tmp_path / "manifest.csv", index=False)
+    ehr[ehr["patient_id"] == pid].to_csv(tmp_path / "ehr.csv", index=False)
+    genes = pd.read_csv(tiny_cohort.parent / "genomics.csv", dtype={"patient_id": str})
+    genes.iloc[:0].to_csv(tmp_path / "genomics.csv", index=False)  # the genes table, without this patient
     result = fusion.explain(
-        trained.best_checkpoint, only_tables, out=tmp_path / "out", patients=[pid], maps=False
+        trained.best_checkpoint, tmp_path / "manifest.csv", out=tmp_path / "out", maps=False
     )
     rows = result.contributions
-    assert set(rows["modality"]) == {"ehr"}
+    assert set(rows["modality"]) == {"ehr"} and set(rows["patient_id"]) == {pid}
     assert np.allclose(rows["contribution"], rows["prediction"] - rows["base_value"])
+    assert set(result.features["modality"]) == {"ehr"}
