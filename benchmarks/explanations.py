@@ -11,11 +11,13 @@ masks), so each explanation is scored against it, each figure printed beside its
 - imaging: pointing game: share of patients whose saliency peak lies inside the lesion mask, against the
   mask's share of the volume (chance).
 - faithfulness: removing each patient's top modality (largest |Shapley value|) changes the prediction more
-  than removing a random present one: ratio of the mean absolute changes (1 = no better than random).
+  than removing a random present one: ratio of the mean absolute changes (1 = no better than random); a
+  random present one may be the top one itself (1 in the number present), a random *other* one may not.
 - cost: seconds per patient for all heads and modalities (maps included).
 
     python benchmarks/explanations.py                        # writes the cohort, trains the quickstart model
-    python benchmarks/explanations.py --ckpt RUN/checkpoints/epoch*.ckpt --manifest COHORT/manifest.csv
+    python benchmarks/explanations.py --ckpt RUN/checkpoints/best-*.ckpt --manifest COHORT/manifest.csv
+    python benchmarks/explanations.py --work DIR --set modality.genomics.input_noise=1   # another model
 
 Targets (issue 18): gene precision@k >= 0.8 for both labels, tile AUROC >= 0.8, pointing game >= 0.8,
 faithfulness ratio >= 2, under 2 s per patient on CPU.
@@ -35,6 +37,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 import fusion
+from fusion.attribution.imaging_png import saliency_peak
 from fusion.explanations.runner import explain_manifest
 from fusion.explanations.session import open_session
 from fusion.training import run_training
@@ -42,17 +45,17 @@ from fusion.training import run_training
 IMAGING = ("ct", "mri", "pet")
 
 
-def quickstart_run(work: Path) -> tuple[Path, Path]:
-    """(best checkpoint, manifest) of a quickstart model trained on a demo cohort written into `work`."""
-    manifest = work / "cohort" / "manifest.csv"
+def quickstart_run(work: Path, manifest: Path, overrides: list[str]) -> Path:
+    """The best checkpoint of a quickstart model (plus `overrides`) trained into `work`/train on `manifest`
+    (the demo cohort, written there first when absent); an earlier one found there is reused."""
     run = work / "train"
     found = sorted((run / "checkpoints").glob("best-*.ckpt")) if run.exists() else []
-    if not found:
-        cfg = fusion.compose(["experiment=quickstart", f"data.manifest={manifest}", "logger=[csv]"])
-        result = run_training(cfg, run)
-        assert result.best_checkpoint is not None
-        return result.best_checkpoint, manifest
-    return found[-1], manifest
+    if found:
+        return found[-1]
+    cfg = fusion.compose(["experiment=quickstart", f"data.manifest={manifest}", "logger=[csv]", *overrides])
+    result = run_training(cfg, run)
+    assert result.best_checkpoint is not None
+    return result.best_checkpoint
 
 
 def test_patients(checkpoint: Path) -> list[str]:
@@ -133,7 +136,7 @@ def pointing_game(out: Path, cohort: Path, head: str) -> dict[str, tuple[float, 
             if values.ndim > 3:
                 values = values[..., 0]
             inside = _in_mask(saliency.affine, values.shape, mask)
-            peak = np.unravel_index(int(np.argmax(values)), values.shape)
+            peak = saliency_peak(values)  # the largest |saliency|, as the PNG shows it
             hits.append(bool(inside[peak]))
             shares.append(float(inside.mean()))
         if hits:
@@ -157,11 +160,11 @@ def _in_mask(affine: np.ndarray, shape: tuple[int, ...], mask: nib.Nifti1Image) 
 # ------------------------------------------------------------------ faithfulness
 def faithfulness(checkpoint: Path, manifest: Path, patients: list[str], contributions: pd.DataFrame) -> dict:
     """Per head (primary target): mean |change| of the prediction when the top-|contribution| modality is
-    removed, when a random present one is (the expectation over all present ones), and their ratio."""
+    removed; when a random present one is (the expectation over all present ones, the top one included); when
+    a random other one is (the top one excluded). Patients with one modality are skipped (nothing is left)."""
     session = open_session(checkpoint, manifest, patients)
     primary = {h: head.primary_target for h, head in session.heads.items()}
-    top_changes: dict[str, list[float]] = {h: [] for h in primary}
-    random_changes: dict[str, list[float]] = {h: [] for h in primary}
+    changes: dict[str, list[tuple[float, float, float]]] = {h: [] for h in primary}
     names = list(session.model.encoders)
     for ctx in session.contexts():
         present = ctx.present
@@ -177,24 +180,23 @@ def faithfulness(checkpoint: Path, manifest: Path, patients: list[str], contribu
             v = values[(head, target)].double().cpu().numpy()
             change = np.abs(v[0] - v[1:])
             mine = rows[rows["target"] == target].set_index("modality")["contribution"].reindex(present)
-            top_changes[head].append(float(change[int(np.argmax(mine.abs().to_numpy()))]))
-            random_changes[head].append(float(change.mean()))
-    return {
-        head: (np.mean(top_changes[head]), np.mean(random_changes[head]), len(top_changes[head]))
-        for head in primary
-    }
+            top = int(np.argmax(mine.abs().to_numpy()))
+            others = np.delete(change, top)
+            changes[head].append((float(change[top]), float(change.mean()), float(others.mean())))
+    return {head: tuple(np.mean(np.array(v), axis=0)) + (len(v),) for head, v in changes.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("outputs/benchmarks/explanations"))
     parser.add_argument("--ckpt", type=Path, default=None, help="a quickstart run's best checkpoint")
-    parser.add_argument("--manifest", type=Path, default=None, help="its demo cohort's manifest")
+    parser.add_argument(
+        "--manifest", type=Path, default=None, help="the demo cohort (default: written in --work)"
+    )
+    parser.add_argument("--set", nargs="*", default=[], help="overrides of the quickstart model trained here")
     args = parser.parse_args()
-    if args.ckpt is not None and args.manifest is not None:
-        checkpoint, manifest = args.ckpt, args.manifest
-    else:
-        checkpoint, manifest = quickstart_run(args.work)
+    manifest = (args.manifest or args.work / "cohort" / "manifest.csv").resolve()
+    checkpoint = args.ckpt or quickstart_run(args.work, manifest, args.set)
     cohort = manifest.parent
     if not (cohort / "truth" / "genes.csv").exists():
         raise SystemExit(f"{cohort} has no truth/ folder: it was written by an older fusion-demo-data")
@@ -233,8 +235,13 @@ def main() -> None:
             )
 
     print("\n== faithfulness: mean |change| removing the top modality vs a random present one ==")
-    for head, (top, rand, n) in faithfulness(checkpoint, manifest, patients, result.contributions).items():
-        print(f"{head:9s} top {top:.4f}  random {rand:.4f}  ratio {top / rand:.2f}  (chance 1.0; n = {n})")
+    for head, (top, rand, other, n) in faithfulness(
+        checkpoint, manifest, patients, result.contributions
+    ).items():
+        print(
+            f"{head:9s} top {top:.4f}  random present {rand:.4f} (ratio {top / rand:.2f})  random other "
+            f"{other:.4f} (ratio {top / other:.2f})  (chance 1.0; n = {n})"
+        )
 
     print("\n== cost: seconds per patient, all heads and modalities, maps included ==")
     cpu = f"CPU, {torch.get_num_threads()} threads"

@@ -11,11 +11,27 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image, ImageDraw
 
-from fusion.plots import plt
+from fusion.attribution.png_canvas import (
+    FONT_SIZE,
+    MARGIN,
+    colour_bar,
+    coloured,
+    font,
+    save,
+    to_image,
+    with_title,
+)
 
 #: map values below this share of the peak's magnitude are not drawn over the scan
 SHOW_ABOVE = 0.2
+#: the map's opacity over the scan
+ALPHA = 0.6
+#: panel height in pixels
+PANEL_PX = 256
+#: (name, the axis the slice is fixed on, the axis across, the axis up), in RAS voxel order
+PANELS = (("sagittal", 0, 1, 2), ("coronal", 1, 0, 2), ("axial", 2, 0, 1))
 
 
 #: voxels within this share of the largest |saliency| tie for the peak (occlusion maps have plateaus)
@@ -40,26 +56,26 @@ def saliency_png(scan: np.ndarray, saliency: np.ndarray, affine: np.ndarray, tit
     spacing = np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))[orientation[:, 0].astype(int)]
     peak = saliency_peak(values)
     scale = float(np.abs(values).max()) or 1.0
-    shown = np.ma.masked_where(np.abs(values) < SHOW_ABOVE * scale, values)
-    panels = [("sagittal", 0, 1, 2), ("coronal", 1, 0, 2), ("axial", 2, 0, 1)]  # fixed, across, up axes
     low, high = np.percentile(image, [1.0, 99.0])  # grey levels: HU of bone or air would wash out tissue
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (label, fixed, across, up) in zip(axes, panels, strict=True):
+    panels = []
+    for label, fixed, across, up in PANELS:
         index = tuple(peak[a] if a == fixed else slice(None) for a in range(3))
-        aspect = spacing[up] / spacing[across]
-        flip = across == 0  # patient right on the viewer's left
-        plane, overlay = image[index].T, shown[index].T
-        if flip:
+        plane, overlay = image[index].T[::-1], values[index].T[::-1]  # rows: superior (or anterior) first
+        if across == 0:  # patient right on the viewer's left
             plane, overlay = plane[:, ::-1], overlay[:, ::-1]
-        ax.imshow(
-            plane, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=aspect, interpolation="nearest"
-        )
-        ax.imshow(overlay, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=0.6, origin="lower", aspect=aspect)
-        ax.set_title(f"{label}, slice {peak[fixed]}")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        grey = np.clip((plane - low) / (high - low if high > low else 1.0), 0.0, 1.0)
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+        shown = np.abs(overlay) >= SHOW_ABOVE * scale
+        rgb[shown] = (1 - ALPHA) * rgb[shown] + ALPHA * coloured(overlay[shown], "RdBu_r", -scale, scale)
+        height_mm, width_mm = plane.shape[0] * spacing[up], plane.shape[1] * spacing[across]
+        size = (max(1, round(PANEL_PX * width_mm / height_mm)), PANEL_PX)  # pixels keep their aspect in mm
+        panels.append((to_image(rgb, size), f"{label}, slice {peak[fixed]}"))
+    body = Image.new(
+        "RGB", (sum(p.width for p, _ in panels) + MARGIN * 2, PANEL_PX + FONT_SIZE + MARGIN), "white"
+    )
+    draw, x = ImageDraw.Draw(body), 0
+    for panel, caption in panels:
+        draw.text((x, 0), caption, fill="black", font=font())
+        body.paste(panel, (x, FONT_SIZE + MARGIN))
+        x += panel.width + MARGIN
+    return save(with_title(body, title, colour_bar(PANEL_PX, "RdBu_r", -scale, scale)), path)

@@ -1,4 +1,4 @@
-"""Tile maps as PNG (matplotlib, Agg): a mosaic of tile images, or tile squares on a slide or its plane.
+"""Tile maps as PNG: a mosaic of tile images (Pillow), or tile squares on a slide or its plane (matplotlib).
 
 Plain data in, one PNG out. Attention is drawn with a sequential colour map from 0; attributions with
 a diverging one centred on 0 (red raises the target, blue lowers it).
@@ -17,19 +17,28 @@ import numpy as np  # noqa: E402
 from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.colors import Colormap, Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from fusion.attribution.png_canvas import colour_bar, coloured, font, save, with_title  # noqa: E402
 
 #: at most this many tiles in a mosaic (the highest-ranked ones: a tile folder has no layout to keep)
 MOSAIC_MAX_TILES = 64
-BORDER = 4  # mosaic border width, in display pixels
+BORDER = 4  # mosaic border width, in pixels
+MOSAIC_TILE_PX = 128  # tiles are enlarged (nearest neighbour) to about this size (room for a file name)
+CAPTION_FONT = 11
+
+
+def colour_range(values: np.ndarray, diverging: bool) -> tuple[str, float, float]:
+    """(colour map name, low, high): attention viridis over [0, max]; attribution RdBu_r over +-max |v|."""
+    top = float(np.nanmax(np.abs(values))) if values.size else 1.0
+    top = top if top > 0 else 1.0
+    return ("RdBu_r", -top, top) if diverging else ("viridis", 0.0, top)
 
 
 def colour_scale(values: np.ndarray, diverging: bool) -> tuple[Colormap, Normalize]:
-    """Attention: viridis over [0, max]; attribution: RdBu_r over [-max |v|, max |v|]."""
-    top = float(np.nanmax(np.abs(values))) if values.size else 1.0
-    top = top if top > 0 else 1.0
-    if diverging:
-        return plt.get_cmap("RdBu_r"), Normalize(-top, top)
-    return plt.get_cmap("viridis"), Normalize(0.0, top)
+    """`colour_range` as a matplotlib colour map and norm."""
+    name, low, high = colour_range(values, diverging)
+    return plt.get_cmap(name), Normalize(low, high)
 
 
 def mosaic_order(values: np.ndarray, diverging: bool, limit: int = MOSAIC_MAX_TILES) -> np.ndarray:
@@ -48,37 +57,26 @@ def mosaic_png(
     images: list[np.ndarray], values: np.ndarray, labels: list[str], title: str, path: Path, diverging: bool
 ) -> Path:
     """Tiles (each (s, s, 3) uint8, all one size) in a grid, in the given order, each framed in the
-    colour of its value and captioned with its label and value."""
-    cmap, norm = colour_scale(values, diverging)
-    side = images[0].shape[0] + 2 * BORDER
+    colour of its value and captioned with its label and value (drawn with Pillow: `png_canvas`)."""
+    cmap, low, high = colour_range(values, diverging)
+    zoom = max(1, MOSAIC_TILE_PX // images[0].shape[0])
+    tile = images[0].shape[0] * zoom
+    side = tile + 2 * BORDER
+    caption = 2 * (CAPTION_FONT + 5) + 4  # two lines: the name and the value
     columns = min(8, len(images))
     rows = math.ceil(len(images) / columns)
-    canvas = np.full((rows * side, columns * side, 3), 255, dtype=np.uint8)
-    for i, (image, value) in enumerate(zip(images, values, strict=True)):
+    body = Image.new("RGB", (columns * side, rows * (side + caption)), "white")
+    draw = ImageDraw.Draw(body)
+    frames = coloured(np.asarray(values, dtype=float), cmap, low, high)
+    for i, (image, value, label) in enumerate(zip(images, values, labels, strict=True)):
         r, c = divmod(i, columns)
-        colour = (np.asarray(cmap(norm(value))[:3]) * 255).astype(np.uint8)
-        cell = canvas[r * side : (r + 1) * side, c * side : (c + 1) * side]
-        cell[:] = colour
-        cell[BORDER:-BORDER, BORDER:-BORDER] = image
-    inches = max(4.0, columns * side / 60)
-    fig, ax = plt.subplots(figsize=(inches + 1.2, inches * rows / columns + 0.8))
-    ax.imshow(canvas, interpolation="nearest")
-    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
-        r, c = divmod(i, columns)
-        ax.text(
-            c * side + side / 2,
-            r * side + side - 1,
-            f"{label}\n{value:.3g}",
-            ha="center",
-            va="bottom",
-            fontsize=5,
-            color="white",
-            bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0},
+        x, y = c * side, r * (side + caption)
+        draw.rectangle((x, y, x + side - 1, y + side - 1), fill=tuple(int(v * 255) for v in frames[i]))
+        body.paste(
+            Image.fromarray(image).resize((tile, tile), Image.Resampling.NEAREST), (x + BORDER, y + BORDER)
         )
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04)
-    return _save(fig, path)
+        draw.text((x + 2, y + side + 1), f"{label}\n{value:.3g}", fill="black", font=font(CAPTION_FONT))
+    return save(with_title(body, title, colour_bar(body.height, cmap, low, high)), path)
 
 
 def slide_map_png(
