@@ -69,20 +69,20 @@ def open_session(
     """Load the checkpoint and the manifest; unknown heads, modalities or patients are one-line errors here,
     before any work (`fusion.explanations.requests`)."""
     checkpoint = load_checkpoint(ckpt_path)
-    cfg, built, _, lit = load_model(checkpoint)
+    cfg, built, all_heads, lit = load_model(checkpoint)  # all_heads: the model's own head modules
     model = lit.model
-    head_names = chosen_heads(heads, list(model.heads))
+    head_names = chosen_heads(heads, list(all_heads))
     mapped = chosen_modalities(modalities, list(built))
     cohort = Cohort.load(manifest)
     ids = chosen_patients(patients, cohort.patient_ids, str(manifest))
     cfg.data.batch_size, cfg.data.num_workers = 1, num_workers
     splits = {SPLIT: ids}
-    datamodule = build_datamodule(cfg, cohort, built, dict(model.heads), splits=splits, fit_modalities=False)
+    datamodule = build_datamodule(cfg, cohort, built, all_heads, splits=splits, fit_modalities=False)
     datamodule.setup("predict")
     gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     model = model.to(device).eval()
-    explained = {h: model.heads[h] for h in head_names}
+    explained = {h: all_heads[h] for h in head_names}
     base, source = _base_values(checkpoint, model, explained, datamodule)
     refs = {name: built[name].gather(cohort) for name in mapped}
     return ExplainSession(model, built, explained, mapped, ids, base, source, datamodule, refs, device)
