@@ -101,7 +101,21 @@ def run(planted, tmp_path_factory) -> tuple[Path, str]:
     )
     assert predicted.returncode == 0, predicted.stderr[-4000:]
     assert (run_dir / "predict" / "report" / "evaluation.json").exists()
-    return run_dir, result.stdout + result.stderr + predicted.stdout + predicted.stderr
+    # fusion-explain without the patients' own values (the setting for files that leave the hospital), W&B on
+    explained = run_module(
+        "fusion.cli.explain",
+        f"ckpt_path={best}",
+        f"data.manifest={manifest}",
+        f"hydra.run.dir={run_dir / 'explain'}",
+        "feature_values=false",
+        "wandb.enabled=true",
+        "ig_steps=4",
+    )
+    assert explained.returncode == 0, explained.stderr[-4000:]
+    features = pd.read_csv(run_dir / "explain" / "features.csv")
+    assert "town" in set(features["feature"]) and features["value"].isna().all()
+    printed = [result, predicted, explained]
+    return run_dir, "".join(r.stdout + r.stderr for r in printed)
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +137,9 @@ def findings(planted, run) -> list[Finding]:
 
 
 def test_no_checkpoint_part_or_output_file_holds_a_planted_value(findings):
-    """Weights, config, evaluation reference, training-id hashes, metrics, predictions, report, CSV and
-    W&B files, the .hydra folder and the printed log, of fusion-train and fusion-predict."""
+    """Weights, config, evaluation reference, training-id hashes, explanation base values, metrics,
+    predictions, report, CSV and W&B files, the .hydra folder and the printed log, of fusion-train,
+    fusion-predict and fusion-explain (`feature_values=false`)."""
     assert [f for f in findings if not f.in_modality_state] == []
 
 
