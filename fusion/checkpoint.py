@@ -59,26 +59,33 @@ def load_model(checkpoint: dict) -> tuple[DictConfig, dict[str, Modality], dict[
 
 def store_references(path: str | Path, references: dict[str, dict[str, Any]]) -> None:
     """Add the heads' training-split references (head name -> plain values) to a saved checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint.setdefault("fusion", {})[REFERENCE_KEY] = references
-    torch.save(checkpoint, path)
+    _store(path, REFERENCE_KEY, references)
 
 
 def stored_references(checkpoint: dict) -> dict[str, dict[str, Any]]:
     """head name -> reference, as `store_references` wrote them (empty for checkpoints without)."""
-    return dict(checkpoint.get("fusion", {}).get(REFERENCE_KEY) or {})
+    return _stored(checkpoint, REFERENCE_KEY)
 
 
 def store_explain_base(path: str | Path, base: dict[str, dict[str, float]]) -> None:
     """Add the explanations' base values ({head: {target: training-split mean}}) to a saved checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint.setdefault("fusion", {})[EXPLAIN_BASE_KEY] = base
-    torch.save(checkpoint, path)
+    _store(path, EXPLAIN_BASE_KEY, base)
 
 
 def stored_explain_base(checkpoint: dict) -> dict[str, dict[str, float]]:
     """What `store_explain_base` wrote (empty for a checkpoint without: written before fusion kept it)."""
-    return dict(checkpoint.get("fusion", {}).get(EXPLAIN_BASE_KEY) or {})
+    return _stored(checkpoint, EXPLAIN_BASE_KEY)
+
+
+def _store(path: str | Path, key: str, value: dict[str, Any]) -> None:
+    """Add plain values under ``checkpoint["fusion"][key]`` to a saved checkpoint, in place."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint.setdefault("fusion", {})[key] = value
+    torch.save(checkpoint, path)
+
+
+def _stored(checkpoint: dict, key: str) -> dict[str, Any]:
+    return dict(checkpoint.get("fusion", {}).get(key) or {})
 
 
 def training_patient_hashes(patient_ids: Iterable[str]) -> dict[str, Any]:

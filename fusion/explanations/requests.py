@@ -14,30 +14,29 @@ NAMED_IDS = 5
 
 def chosen_heads(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
     """The heads to explain: all of the model's by default; an unknown name is a `ConfigError`."""
-    if not requested:
-        return list(available)
-    unknown = [h for h in requested if h not in available]
-    if unknown:
-        raise ConfigError(
-            f"heads={list(requested)}: this checkpoint has no head {', '.join(repr(h) for h in unknown)} "
-            f"(it has {', '.join(available)})"
-        )
-    return [h for h in available if h in requested]
+    return _chosen(requested, available, "heads", "this checkpoint has no head {}")
 
 
 def chosen_modalities(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
     """The modalities whose maps and feature attributions are written (all by default); a modality the
     checkpoint was not trained on is a `ConfigError`: it has no encoder to explain."""
+    return _chosen(
+        requested,
+        available,
+        "modalities",
+        "the checkpoint was trained without {}, so no map or attribution can be made for it",
+    )
+
+
+def _chosen(requested: Sequence[str] | None, available: Sequence[str], key: str, problem: str) -> list[str]:
+    """`requested` in the checkpoint's order (all of `available` when none); unknown names: `problem`."""
     if not requested:
         return list(available)
-    unknown = [m for m in requested if m not in available]
+    unknown = [name for name in requested if name not in available]
     if unknown:
-        raise ConfigError(
-            f"modalities={list(requested)}: the checkpoint was trained without "
-            f"{', '.join(repr(m) for m in unknown)}, so no map or attribution can be made for it "
-            f"(it has {', '.join(available)})"
-        )
-    return [m for m in available if m in requested]
+        names = ", ".join(repr(name) for name in unknown)
+        raise ConfigError(f"{key}={list(requested)}: {problem.format(names)} (it has {', '.join(available)})")
+    return [name for name in available if name in requested]
 
 
 def chosen_patients(requested: Sequence[str] | None, manifest_ids: Sequence[str], manifest: str) -> list[str]:
