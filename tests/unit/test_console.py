@@ -194,6 +194,7 @@ def test_every_command_config_selects_its_own_help():
         assert f"override hydra/help: {command}" in (CONF / f"{command}.yaml").read_text(), command
         assert _help_groups(CONF / "hydra" / "help" / f"{command}.yaml") or command in {
             "predict",
+            "explain",
             "robustness",
             "demo_data",
         }
