@@ -24,10 +24,10 @@ from typing import Any, cast
 
 import pandas as pd
 import torch
-from captum.attr import IntegratedGradients
 from torch import Tensor, nn
 
 from fusion.attribution.context import PatientContext
+from fusion.attribution.integrated import integrate
 from fusion.errors import FusionError
 from fusion.io.feature_files import HDF5_SUFFIXES, SAFETENSORS_SUFFIXES, read_features
 from fusion.io.tiles import tile_files
@@ -133,17 +133,8 @@ def integrated_gradients(
         values = ctx.targets_with(name, tokens)
         return torch.stack([values[key] for key in keys], dim=1)
 
-    # one captum call for all K targets: K copies of the bag, copy k explained for target k (the rows of
-    # a batch do not interact in eval mode), so the K * n_steps variants share one forward and backward
-    rows = len(keys)
-    ig = IntegratedGradients(targets)
-    with torch.enable_grad():
-        attributions = ig.attribute(
-            h.expand(rows, -1, -1),
-            baselines=baseline.expand(rows, -1, -1),
-            target=list(range(rows)),
-            n_steps=n_steps,
-        )
+    # one captum call for all K targets (`integrate`: K copies of the bag, copy k explained for target k)
+    attributions, _ = integrate(targets, (h,), (baseline,), len(keys), n_steps)
     with torch.no_grad():  # the two ends of the path in one pass, for the completeness check
         ends = targets(torch.cat([h, baseline]))
     per_tile = attributions.sum(dim=-1)[:, mask[0]].detach()
