@@ -29,7 +29,8 @@ from fusion.modalities.histology import HistologyModality
 from fusion.wsi import SLIDE_SUFFIXES, Slide
 from fusion.wsi.tissue import read_thumbnail
 
-MOSAIC_TILE_PX = 64  # each mosaic tile is drawn this many pixels wide
+#: tiles are read at this size (one size for the grid), then enlarged by nearest neighbour (`tile_figures`)
+TILE_READ_PX = 64
 THUMBNAIL_PX = 1024  # the slide thumbnail's long side
 
 
@@ -58,52 +59,47 @@ def write_tile_maps(
         if not rows.empty:
             title = f"{ctx.patient_id}: {name} attribution of {head.primary_target}"
             maps.append((rows, "attribution", f"{stem}_{head_name}.png", title, True))
-    draw = _mosaic if modality.input == "tiles" else _slide_map
+    ref = ctx.refs.get(name)
+    if modality.input == "tiles":
+        images = _tile_images(tiles, ref)  # read once: every map shows the same tiles, in its own order
+        for rows, column, file_name, title, diverging in maps:
+            values = rows[column].to_numpy(dtype=float)
+            order = mosaic_order(values, diverging)
+            names = [str(rows["tile"].iloc[i]) for i in order]
+            shown = [images[n] for n in names]
+            written.append(mosaic_png(shown, values[order], names, title, folder / file_name, diverging))
+        return written
+    coords = tiles[["x", "y"]].to_numpy(dtype=float)
+    slides = tiles["slide_index"].to_numpy(dtype=int)
+    metadata = feature_file_layout(Path(str(ref)))[2] if ref is not None else {}
+    footprint = _footprint(metadata, coords)
+    thumbnail = _thumbnail(metadata, ref, slide_dirs) if len(set(slides.tolist())) == 1 else None
+    if thumbnail is None:
+        coords = _side_by_side(coords, slides, footprint)
     for rows, column, file_name, title, diverging in maps:
-        values = rows[column].to_numpy(dtype=float)
-        written.append(
-            draw(rows, values, ctx.refs.get(name), slide_dirs, title, folder / file_name, diverging)
-        )
+        values = rows[column].to_numpy(dtype=float)  # every map lists the tiles in the same order
+        path = folder / file_name
+        written.append(slide_map_png(coords, footprint, values, title, path, diverging, thumbnail))
     return written
 
 
-def _mosaic(
-    rows: pd.DataFrame,
-    values: np.ndarray,
-    ref: object,
-    _slide_dirs: Sequence[str | Path],
-    title: str,
-    path: Path,
-    diverging: bool,
-) -> Path:
-    order = mosaic_order(values, diverging)
-    names = [str(rows["tile"].iloc[i]) for i in order]
-    if ref is None:  # no folder recorded: grey squares stand in for the tiles
-        images = [np.full((MOSAIC_TILE_PX, MOSAIC_TILE_PX, 3), 200, dtype=np.uint8) for _ in order]
-    else:
-        images = [read_tile_image(Path(str(ref)) / n, MOSAIC_TILE_PX) for n in names]
-    return mosaic_png(images, values[order], names, title, path, diverging)
+def _tile_images(tiles: pd.DataFrame, ref: object) -> dict[str, np.ndarray]:
+    """Tile name -> its image at the mosaic's size; grey squares stand in when no folder is recorded."""
+    names = [str(n) for n in tiles["tile"]]
+    if ref is None:
+        return {n: np.full((TILE_READ_PX, TILE_READ_PX, 3), 200, dtype=np.uint8) for n in names}
+    return {n: read_tile_image(Path(str(ref)) / n, TILE_READ_PX) for n in names}
 
 
-def _slide_map(
-    rows: pd.DataFrame,
-    values: np.ndarray,
-    ref: object,
-    slide_dirs: Sequence[str | Path],
-    title: str,
-    path: Path,
-    diverging: bool,
-) -> Path:
-    coords = rows[["x", "y"]].to_numpy(dtype=float)
-    slides = rows["slide_index"].to_numpy(dtype=int)
-    metadata = feature_file_layout(Path(str(ref)))[2] if ref is not None else {}
-    footprint = _footprint(metadata, coords)
+def _thumbnail(
+    metadata: dict[str, str], ref: object, slide_dirs: Sequence[str | Path]
+) -> tuple[np.ndarray, float] | None:
+    """The thumbnail of the slide the feature file came from, when it is found (`_find_slide`)."""
     slide = _find_slide(metadata, Path(str(ref)), slide_dirs) if ref is not None else None
-    if slide is not None and len(set(slides.tolist())) == 1:
-        with Slide(slide) as opened:
-            thumbnail = read_thumbnail(opened, max(opened.dimensions) / THUMBNAIL_PX)
-        return slide_map_png(coords, footprint, values, title, path, diverging, thumbnail)
-    return slide_map_png(_side_by_side(coords, slides, footprint), footprint, values, title, path, diverging)
+    if slide is None:
+        return None
+    with Slide(slide) as opened:
+        return read_thumbnail(opened, max(opened.dimensions) / THUMBNAIL_PX)
 
 
 def _footprint(metadata: dict[str, str], coords: np.ndarray) -> float:
