@@ -15,7 +15,7 @@ its parent folder and in `slide_dirs`), else on a blank plane (several slides si
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +61,12 @@ def write_tile_maps(
             maps.append((rows, "attribution", f"{stem}_{head_name}.png", title, True))
     ref = ctx.refs.get(name)
     if modality.input == "tiles":
-        images = _tile_images(tiles, ref)  # read once: every map shows the same tiles, in its own order
+        read = _tile_reader(ref)
         for rows, column, file_name, title, diverging in maps:
             values = rows[column].to_numpy(dtype=float)
             order = mosaic_order(values, diverging)
             names = [str(rows["tile"].iloc[i]) for i in order]
-            shown = [images[n] for n in names]
+            shown = [read(n) for n in names]
             written.append(mosaic_png(shown, values[order], names, title, folder / file_name, diverging))
         return written
     coords = tiles[["x", "y"]].to_numpy(dtype=float)
@@ -83,12 +83,21 @@ def write_tile_maps(
     return written
 
 
-def _tile_images(tiles: pd.DataFrame, ref: object) -> dict[str, np.ndarray]:
-    """Tile name -> its image at the mosaic's size; grey squares stand in when no folder is recorded."""
-    names = [str(n) for n in tiles["tile"]]
-    if ref is None:
-        return {n: np.full((TILE_READ_PX, TILE_READ_PX, 3), 200, dtype=np.uint8) for n in names}
-    return {n: read_tile_image(Path(str(ref)) / n, TILE_READ_PX) for n in names}
+def _tile_reader(ref: object) -> Callable[[str], np.ndarray]:
+    """Tile name -> its image at `TILE_READ_PX`, each file read at most once (the maps show the top tiles of
+    different rankings); grey squares stand in when no folder is recorded."""
+    cache: dict[str, np.ndarray] = {}
+
+    def read(tile: str) -> np.ndarray:
+        if tile not in cache:
+            cache[tile] = (
+                np.full((TILE_READ_PX, TILE_READ_PX, 3), 200, dtype=np.uint8)
+                if ref is None
+                else read_tile_image(Path(str(ref)) / tile, TILE_READ_PX)
+            )
+        return cache[tile]
+
+    return read
 
 
 def _thumbnail(
