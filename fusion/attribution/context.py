@@ -58,6 +58,7 @@ class PatientContext:
     refs: dict[str, Any] = field(default_factory=dict)
     encoded: Encoded = field(default_factory=dict)
     _alone_cache: dict[str, dict[str, Tensor]] = field(default_factory=dict, repr=False)
+    _prediction: dict[TargetKey, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.encoded:
@@ -72,17 +73,18 @@ class PatientContext:
     @property
     def target_keys(self) -> list[TargetKey]:
         """Every (head, target) explained, in head order."""
-        with torch.no_grad():
-            return list(self.targets(self.encoded))
+        return list(self.prediction())
 
     def targets(self, encoded: Encoded) -> dict[TargetKey, Tensor]:
         """(head, target) -> (S,) for a batch of S variants of this patient (any `Encoded` of batch S)."""
         return target_values(self.heads, self.model.outputs_from_encoded(encoded))
 
     def prediction(self) -> dict[TargetKey, float]:
-        """The patient's own prediction of every target (all present modalities)."""
-        with torch.no_grad():
-            return {key: float(value[0]) for key, value in self.targets(self.encoded).items()}
+        """The patient's own prediction of every target (all present modalities); one model pass, kept."""
+        if not self._prediction:
+            with torch.no_grad():
+                self._prediction = {key: float(value[0]) for key, value in self.targets(self.encoded).items()}
+        return dict(self._prediction)
 
     def with_present(self, keep: Tensor) -> Encoded:
         """S coalitions of this patient: `keep` (S, M) bool over the model's modalities (`encoded` order);
