@@ -33,6 +33,7 @@ from fusion.evaluation import EvaluationSettings
 from fusion.fail_soft import optional_step
 from fusion.lit import LitFusion
 from fusion.modalities.base import Modality
+from fusion.modalities.privacy import MIN_GROUP
 from fusion.optim import optim_kwargs
 from fusion.pipeline import (
     build_datamodule,
@@ -187,7 +188,7 @@ def _store_explain_base(
     base value of fusion-explain's modality contributions (`fusion.attribution.base_value`). Skipped with
     fewer than ``privacy.min_group`` training patients (the mean of fewer is not stored)."""
     train = datamodule.records.get("train", [])
-    if len(train) < int(cfg.get("privacy", {}).get("min_group", 10)):
+    if len(train) < int(cfg.get("privacy", {}).get("min_group", MIN_GROUP)):
         return
     lit.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
     base = mean_targets(lit.model, heads, datamodule.loader("train", train=False))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from fusion.attribution.context import PatientContext
 from fusion.attribution.features import feature_attributions
+from fusion.attribution.imaging import METHODS as IMAGING_METHODS
 from fusion.attribution.imaging import imaging_saliency, write_saliency_maps
 from fusion.attribution.shapley import CONTRIBUTION_COLUMNS, modality_contributions
 from fusion.attribution.tile_maps import write_tile_maps
@@ -38,7 +39,6 @@ from fusion.modalities.table import TableModality
 
 log = logging.getLogger(__name__)
 FEATURE_COLUMNS = ("patient_id", "head", "target", "modality", "feature", "value", "attribution")
-IMAGING_METHODS = ("occlusion", "gradients")
 
 
 @dataclass
