@@ -39,7 +39,7 @@ from sklearn.metrics import roc_auc_score
 import fusion
 from fusion.attribution.imaging_png import saliency_peak
 from fusion.explanations.runner import explain_manifest
-from fusion.explanations.session import open_session
+from fusion.explanations.session import ExplainSession, open_session
 from fusion.training import run_training
 
 IMAGING = ("ct", "mri", "pet")
@@ -158,11 +158,10 @@ def _in_mask(affine: np.ndarray, shape: tuple[int, ...], mask: nib.Nifti1Image) 
 
 
 # ------------------------------------------------------------------ faithfulness
-def faithfulness(checkpoint: Path, manifest: Path, patients: list[str], contributions: pd.DataFrame) -> dict:
+def faithfulness(session: ExplainSession, contributions: pd.DataFrame) -> dict:
     """Per head (primary target): mean |change| of the prediction when the top-|contribution| modality is
     removed; when a random present one is (the expectation over all present ones, the top one included); when
     a random other one is (the top one excluded). Patients with one modality are skipped (nothing is left)."""
-    session = open_session(checkpoint, manifest, patients)
     primary = {h: head.primary_target for h, head in session.heads.items()}
     changes: dict[str, list[tuple[float, float, float]]] = {h: [] for h in primary}
     names = list(session.model.encoders)
@@ -220,9 +219,8 @@ def main() -> None:
             f"the genes alone, fitted on the training split: {alone[head]:.3f})"
         )
 
-    targets = {
-        h: head.primary_target for h, head in open_session(checkpoint, manifest, patients[:1]).heads.items()
-    }
+    session = open_session(checkpoint, manifest, patients)  # the same patients, for the faithfulness check
+    targets = {h: head.primary_target for h, head in session.heads.items()}
     print("\n== tiles: AUROC tumour vs stroma (mean over patients; chance 0.5) ==")
     for name, (auroc, n) in tile_aurocs(out, cohort, targets).items():
         print(f"{name:38s} {auroc:.3f}  (n = {n} patients)")
@@ -235,9 +233,7 @@ def main() -> None:
             )
 
     print("\n== faithfulness: mean |change| removing the top modality vs a random present one ==")
-    for head, (top, rand, other, n) in faithfulness(
-        checkpoint, manifest, patients, result.contributions
-    ).items():
+    for head, (top, rand, other, n) in faithfulness(session, result.contributions).items():
         print(
             f"{head:9s} top {top:.4f}  random present {rand:.4f} (ratio {top / rand:.2f})  random other "
             f"{other:.4f} (ratio {top / other:.2f})  (chance 1.0; n = {n})"
