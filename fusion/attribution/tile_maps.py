@@ -23,7 +23,7 @@ import pandas as pd
 
 from fusion.attribution.context import PatientContext
 from fusion.attribution.tile_figures import mosaic_order, mosaic_png, slide_map_png
-from fusion.attribution.tiles import feature_file_layout
+from fusion.io.feature_files import read_header
 from fusion.io.tiles import read_tile_image
 from fusion.modalities.histology import HistologyModality
 from fusion.wsi import SLIDE_SUFFIXES, Slide
@@ -71,7 +71,7 @@ def write_tile_maps(
         return written
     coords = tiles[["x", "y"]].to_numpy(dtype=float)
     slides = tiles["slide_index"].to_numpy(dtype=int)
-    metadata = feature_file_layout(Path(str(ref)))[2] if ref is not None else {}
+    metadata = read_header(Path(str(ref))).metadata if ref is not None else {}
     footprint = _footprint(metadata, coords)
     thumbnail = _thumbnail(metadata, ref, slide_dirs) if len(set(slides.tolist())) == 1 else None
     if thumbnail is None:

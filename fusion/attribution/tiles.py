@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from fusion.attribution.context import PatientContext
 from fusion.attribution.integrated import integrate
 from fusion.errors import FusionError
-from fusion.io.feature_files import HDF5_SUFFIXES, SAFETENSORS_SUFFIXES, read_features
+from fusion.io.feature_files import read_header
 from fusion.io.tiles import tile_files
 from fusion.modalities.histology import HistologyEncoder, HistologyModality
 from fusion.nn.bag_encoder import FeatureBagEncoder
@@ -174,7 +174,8 @@ def tile_index(ctx: PatientContext, name: str, modality: HistologyModality) -> p
     coords = data["coords"][0][mask].cpu().long()
     rows, slides = torch.arange(n), torch.zeros(n, dtype=torch.long)
     if ref is not None:
-        total, slide_index, _ = feature_file_layout(Path(ref))
+        header = read_header(Path(ref))
+        total, slide_index = header.shape[0], header.slide_index
         bag = {
             "features": torch.arange(total).unsqueeze(1),
             "coords": torch.zeros(total, 2, dtype=torch.long),
@@ -198,28 +199,3 @@ def _check_count(ctx: PatientContext, name: str, in_model: int, on_disk: int) ->
             f"patient '{ctx.patient_id}': modality '{name}' has {in_model} tiles in the model input but "
             f"{on_disk} in '{ctx.refs.get(name)}' (did the files change since they were loaded?)"
         )
-
-
-def feature_file_layout(path: Path) -> tuple[int, Tensor | None, dict[str, str]]:
-    """The number of tiles in a feature file, its ``slide_index`` (N,) or None, and its metadata, without
-    reading the features (safetensors and HDF5 give shapes from the header)."""
-    lower = path.name.lower()
-    try:
-        if lower.endswith(SAFETENSORS_SUFFIXES):
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                total = int(handle.get_slice("coords").get_shape()[0])
-                keys = set(handle.keys())  # noqa: SIM118 - not a dict
-                extra = handle.get_tensor("slide_index") if "slide_index" in keys else None
-                return total, extra, dict(handle.metadata() or {})
-        if lower.endswith(HDF5_SUFFIXES):
-            import h5py
-
-            with h5py.File(path, "r") as h5:
-                extra = torch.as_tensor(h5["slide_index"][()]) if "slide_index" in h5 else None
-                return int(h5["coords"].shape[0]), extra, {k: str(v) for k, v in h5.attrs.items()}
-    except Exception:  # whatever the library raises: read_features names the problem
-        pass
-    bag = read_features(path)
-    return int(bag.coords.shape[0]), bag.extra.get("slide_index"), bag.metadata

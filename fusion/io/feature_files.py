@@ -86,6 +86,40 @@ def write_features(
     return path
 
 
+@dataclass
+class FeatureHeader:
+    """What a feature file's header tells without reading its features: their shape (N, D), its per-tile
+    ``slide_index`` (N,) when it has one (small), and its metadata."""
+
+    shape: tuple[int, ...]
+    slide_index: torch.Tensor | None
+    metadata: dict[str, str]
+
+
+def read_header(path: str | Path) -> FeatureHeader:
+    """The header of a feature file (safetensors and HDF5 give shapes without loading); FeatureFileError
+    naming the file when it cannot be read."""
+    path = Path(path)
+    try:
+        if path.name.lower().endswith(HDF5_SUFFIXES):
+            import h5py
+
+            with h5py.File(path, "r") as h5:
+                slide_index = torch.as_tensor(h5["slide_index"][()]) if "slide_index" in h5 else None
+                return FeatureHeader(
+                    tuple(h5["features"].shape), slide_index, {k: str(v) for k, v in h5.attrs.items()}
+                )
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            keys = set(handle.keys())  # noqa: SIM118 - not a dict
+            slide_index = handle.get_tensor("slide_index") if "slide_index" in keys else None
+            shape = tuple(handle.get_slice("features").get_shape())
+            return FeatureHeader(shape, slide_index, dict(handle.metadata() or {}))
+    except Exception as err:  # a truncated or corrupt file, a missing dataset: whatever the library raises
+        raise FeatureFileError(f"cannot read feature file '{path}' ({type(err).__name__}: {err})") from err
+
+
 def read_features(path: str | Path) -> FeatureBag:
     """Read a feature file; FeatureFileError (a ValueError) naming the file when unreadable or malformed."""
     path = Path(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fusion.io.feature_files import FEATURE_SUFFIXES, HDF5_SUFFIXES, is_feature_file, read_features
+from fusion.io.feature_files import FEATURE_SUFFIXES, is_feature_file, read_features, read_header
 from fusion.io.tiles import TILE_SUFFIXES, is_tile
 
 #: Channel statistics used until `fit` has seen the training tiles (ImageNet's, in [0, 1] units).
@@ -78,19 +78,7 @@ def pad_bags(items: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def feature_file_dim(path: Path) -> int:
     """The feature dimension D of a feature file, read from its header only (no features loaded)."""
-    try:
-        if path.name.lower().endswith(HDF5_SUFFIXES):
-            import h5py
-
-            with h5py.File(path, "r") as h5:
-                shape = tuple(h5["features"].shape)
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                shape = tuple(handle.get_slice("features").get_shape())
-    except Exception as err:  # a truncated or corrupt file, a missing dataset: whatever the library raises
-        raise ValueError(f"cannot read feature file '{path}' ({type(err).__name__}: {err})") from err
+    shape = read_header(path).shape
     if len(shape) != 2:
         raise ValueError(f"feature file '{path}': features must be (N, D), got shape {shape}")
     return int(shape[1])
