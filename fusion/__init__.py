@@ -1,6 +1,6 @@
 """fusion: multimodal deep learning for oncology (the README's "Python API" section is the contract)."""
 
-from fusion.api import compose, explain, predict, train
+from fusion.api import compose, explain, predict, similar, train
 from fusion.data.cohort import Cohort, CohortError
 from fusion.modalities.base import Modality, ModalityError
 from fusion.model import FusionModel
@@ -15,5 +15,6 @@ __all__ = [
     "compose",
     "explain",
     "predict",
+    "similar",
     "train",
 ]

@@ -5,6 +5,7 @@
     result = fusion.train(cfg, output_dir="runs/tabular")
     table = fusion.predict(result.best_checkpoint, "cohort/manifest.csv")
     why = fusion.explain(result.best_checkpoint, "cohort/manifest.csv", out="explained", patients=["P0007"])
+    like = fusion.similar(result.best_checkpoint, "cohort/manifest.csv", k=10, output="similar")
 
 Your own modality: subclass `fusion.Modality`, then either pass instances to `train(...,
 modalities=[...])` or point a YAML at the class with `_target_` and select it by name. An instance is
@@ -25,6 +26,7 @@ from fusion.console import quiet_third_party
 from fusion.explanations.runner import ExplainOptions, ExplainResult, explain_manifest
 from fusion.modalities.base import Modality
 from fusion.prediction import predict_manifest
+from fusion.similar import SimilarResult, similar_manifest
 from fusion.training import TrainResult, run_training
 
 
@@ -81,4 +83,29 @@ def explain(
     )
     return explain_manifest(
         ckpt_path, manifest, out, patients, heads, modalities, options=options, accelerator=accelerator
+    )
+
+
+def similar(
+    ckpt_path: str | Path,
+    manifest: str | Path,
+    k: int = 10,
+    output: str | Path | None = None,
+    reference: str | Path | None = None,
+    horizons: Sequence[float] | None = None,
+    accelerator: str = "cpu",
+) -> SimilarResult:
+    """Each patient's `k` most similar reference patients, as fusion-similar: writes neighbours.csv and
+    neighbour_summary.csv into `output` (default: the current folder) and returns them (`.neighbours`,
+    `.summary`). The reference set is the one stored beside the checkpoint, or `reference` (a labelled
+    manifest, embedded with this checkpoint)."""
+    quiet_third_party()
+    return similar_manifest(
+        ckpt_path,
+        manifest,
+        k=k,
+        output=output,
+        reference=reference,
+        horizons=horizons,
+        accelerator=accelerator,
     )

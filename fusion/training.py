@@ -53,6 +53,8 @@ from fusion.resume import (
     wandb_resume_kwargs,
     warn_other_folder,
 )
+from fusion.retrieval.embeddings import state_dict_digest
+from fusion.retrieval.reference_set import build_reference_set
 from fusion.scoring import evaluate_training_run, write_metrics
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,8 @@ def _fit_and_evaluate(
     if ckpt and trainer.is_global_zero:
         with optional_step("explanation base values (mean outputs over the training split)"):
             _store_explain_base(cfg, lit, datamodule, heads, ckpt)
+        with optional_step("reference set of similar patients (the training split's fused embeddings)"):
+            _store_reference_set(cfg, lit, datamodule, heads, ckpt)
     info: dict[str, Any] = {
         "best_checkpoint": best,
         "epochs": trainer.current_epoch,
@@ -193,6 +197,26 @@ def _store_explain_base(
     lit.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
     base = mean_targets(lit.model, heads, datamodule.loader("train", train=False))
     store_explain_base(ckpt, as_nested(base))
+
+
+def _store_reference_set(
+    cfg: DictConfig, lit: LitFusion, datamodule: Any, heads: dict[str, Any], ckpt: str
+) -> None:
+    """The training split's fused embeddings and labels, with the selected weights, as reference_set.pt beside
+    the best checkpoint: what fusion-similar searches (`fusion.retrieval.reference_set`). Not written with
+    fewer than ``privacy.min_group`` training patients."""
+    train = datamodule.records.get("train", [])
+    state_dict = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    lit.load_state_dict(state_dict)
+    reference = build_reference_set(
+        lit.model,
+        heads,
+        train,
+        datamodule.loader("train", train=False),
+        state_dict_digest(state_dict),
+        Path(ckpt).name,
+    )
+    reference.save(Path(ckpt).parent, int(cfg.get("privacy", {}).get("min_group", MIN_GROUP)))
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
         "fusion.cohort_check",
         "fusion.prediction",
         "fusion.explanations",
+        "fusion.similar",  # similar patients of a manifest (fusion-similar)
     ),
     ("fusion.scoring",),  # a run's predictions -> metrics.json, report/, W&B (train and predict share it)
     ("fusion.report",),  # renders an evaluation: figures, report.md, W&B tables
@@ -45,7 +46,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fusion.resume", "fusion.callbacks"),
     ("fusion.lit", "fusion.prediction_table"),  # Lightning module; predict_step outputs -> a table
     # per-patient attributions: modality Shapley values, Integrated Gradients, tile and imaging maps
-    ("fusion.attribution",),
+    # similar patients: fused embeddings, the reference set, cosine search, neighbour tables
+    ("fusion.attribution", "fusion.retrieval"),
     ("fusion.console",),  # what runs print: progress bar, epoch lines, quiet libraries, the final summary
     # encoders -> fuser -> heads; optimiser and schedule factories; non-finite outputs/losses/weights
     ("fusion.model", "fusion.optim", "fusion.divergence"),
