@@ -197,4 +197,5 @@ def test_every_command_config_selects_its_own_help():
             "explain",
             "robustness",
             "demo_data",
+            "similar",
         }
