@@ -27,15 +27,14 @@ from fusion.modalities.privacy import MIN_GROUP
 from fusion.model import FusionModel
 from fusion.pipeline import build_datamodule
 from fusion.retrieval.embeddings import state_dict_digest
-from fusion.retrieval.neighbours import check_k, neighbour_tables
-from fusion.retrieval.reference_set import FILENAME, ReferenceSet, build_reference_set
+from fusion.retrieval.neighbours import NEIGHBOURS_CSV, check_k, neighbour_tables, write_neighbour_tables
+from fusion.retrieval.reference_set import FILENAME, ReferenceSet, build_reference_set, stored_reference_set
 from fusion.retrieval.summaries import summary_horizons
 
 log = logging.getLogger(__name__)
 
 #: the split names of the query and reference patients in their data modules
 QUERY, REFERENCE = "predict", "reference"
-NEIGHBOURS_CSV, SUMMARY_CSV = "neighbours.csv", "neighbour_summary.csv"
 
 
 @dataclass
@@ -73,15 +72,20 @@ def similar_manifest(
     cfg, modalities, heads, lit = load_model(checkpoint)
     cfg.data.batch_size, cfg.data.num_workers = batch_size, num_workers
     model = lit.model.to(_device(accelerator))
-    digest = state_dict_digest(checkpoint["state_dict"])
     min_group = int(cfg.get("privacy", {}).get("min_group", MIN_GROUP))
     reference_path: Path | None
     if reference is None:
-        reference_set = stored_reference_set(ckpt_path, digest)
+        reference_set = stored_reference_set(ckpt_path, checkpoint)
         reference_path = Path(ckpt_path).expanduser().parent / FILENAME
     else:
         reference_set = reference_from_manifest(
-            reference, cfg, modalities, heads, model, digest, Path(ckpt_path).name
+            reference,
+            cfg,
+            modalities,
+            heads,
+            model,
+            state_dict_digest(checkpoint["state_dict"]),
+            Path(ckpt_path).name,
         )
         reference_path = reference_set.save(out, min_group)
     check_k(k, reference_set)  # before embedding the queries: a wrong k fails fast
@@ -100,25 +104,9 @@ def similar_manifest(
         summary_horizons(heads, stored_references(checkpoint), horizons),
         patient_ids=cohort.patient_ids,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    neighbours.to_csv(out / NEIGHBOURS_CSV, index=False)
-    summary.to_csv(out / SUMMARY_CSV, index=False)
+    write_neighbour_tables(out, neighbours, summary)
     log.info("%d patients, %d neighbours each: %s", len(summary), k, out / NEIGHBOURS_CSV)
     return SimilarResult(neighbours, summary, out, reference_path)
-
-
-def stored_reference_set(ckpt_path: str | Path, weights_sha256: str) -> ReferenceSet:
-    """The reference set fusion-train wrote beside `ckpt_path`, checked against its weights."""
-    path = Path(ckpt_path).expanduser().parent / FILENAME
-    if not path.exists():
-        raise ConfigError(
-            f"no reference set ({FILENAME}) beside {ckpt_path}: the checkpoint was trained before fusion "
-            "stored one (or its training split had fewer than privacy.min_group patients); retrain, or run "
-            "fusion-similar with reference=MANIFEST to build one from a labelled cohort"
-        )
-    reference_set = ReferenceSet.load(path)
-    reference_set.check_weights(weights_sha256, ckpt_path, path)
-    return reference_set
 
 
 def reference_from_manifest(

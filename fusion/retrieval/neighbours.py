@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,8 @@ from fusion.retrieval.summaries import neighbour_summary
 log = logging.getLogger(__name__)
 
 NEIGHBOUR_COLUMNS = ["patient_id", "rank", "neighbour_id", "similarity"]
+#: the two files, in fusion-similar's output folder (and fusion-predict's with retrieval.k)
+NEIGHBOURS_CSV, SUMMARY_CSV = "neighbours.csv", "neighbour_summary.csv"
 
 
 def check_k(k: int, reference: ReferenceSet, query_ids: Sequence[str] = ()) -> None:
@@ -136,3 +139,11 @@ def _aligned(
         if p in row:
             out[i], flags[i] = embeddings[row[p]], has_any[row[p]]
     return patient_ids, out, flags
+
+
+def write_neighbour_tables(folder: str | Path, neighbours: pd.DataFrame, summary: pd.DataFrame) -> None:
+    """neighbours.csv and neighbour_summary.csv in `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    neighbours.to_csv(folder / NEIGHBOURS_CSV, index=False)
+    summary.to_csv(folder / SUMMARY_CSV, index=False)

@@ -25,7 +25,7 @@ from fusion.data.records import PatientRecord
 from fusion.errors import ConfigError
 from fusion.heads.base import Head
 from fusion.model import FusionModel
-from fusion.retrieval.embeddings import fused_embeddings
+from fusion.retrieval.embeddings import fused_embeddings, state_dict_digest
 from fusion.retrieval.labels import label_table
 from fusion.version import __version__
 
@@ -115,6 +115,22 @@ class ReferenceSet:
             "ckpt_path= the checkpoint it was built with, or reference=MANIFEST to build one from a labelled "
             "cohort"
         )
+
+
+def stored_reference_set(ckpt_path: str | Path, checkpoint: dict[str, Any]) -> ReferenceSet:
+    """The reference set fusion-train wrote beside `ckpt_path` (`checkpoint`: that file, loaded), checked
+    against its weights. ConfigError when there is none (a checkpoint trained before fusion stored one) or it
+    was built with other weights."""
+    path = Path(ckpt_path).expanduser().parent / FILENAME
+    if not path.exists():
+        raise ConfigError(
+            f"no reference set ({FILENAME}) beside {ckpt_path}: the checkpoint was trained before fusion "
+            "stored one (or its training split had fewer than privacy.min_group patients); retrain, or run "
+            "fusion-similar with reference=MANIFEST to build one from a labelled cohort"
+        )
+    reference_set = ReferenceSet.load(path)
+    reference_set.check_weights(state_dict_digest(checkpoint["state_dict"]), ckpt_path, path)
+    return reference_set
 
 
 def build_reference_set(

@@ -10,7 +10,8 @@ import torch
 
 from fusion.data.records import PatientRecord
 from fusion.errors import ConfigError
-from fusion.retrieval.reference_set import FILENAME, ReferenceSet, build_reference_set
+from fusion.retrieval.embeddings import state_dict_digest
+from fusion.retrieval.reference_set import FILENAME, ReferenceSet, build_reference_set, stored_reference_set
 from fusion.version import __version__
 from tests.unit.retrieval.tiny import batch, tiny_model
 
@@ -91,3 +92,19 @@ def test_a_file_that_is_not_a_reference_set_is_a_config_error(tmp_path):
     torch.save({"patient_ids": ["P1"]}, tmp_path / FILENAME)
     with pytest.raises(ConfigError, match="not a fusion reference set"):
         ReferenceSet.load(tmp_path / FILENAME)
+
+
+def test_the_set_beside_a_checkpoint_is_found_and_checked_against_its_weights(tmp_path):
+    model = tiny_model()
+    checkpoint = {"state_dict": model.state_dict()}
+    with pytest.raises(
+        ConfigError, match="no reference set .* retrain, or run fusion-similar with reference="
+    ):
+        stored_reference_set(tmp_path / "best.ckpt", checkpoint)
+    reference = built(model)
+    reference.weights_sha256 = state_dict_digest(checkpoint["state_dict"])
+    reference.save(tmp_path, min_group=1)
+    assert stored_reference_set(tmp_path / "best.ckpt", checkpoint).patient_ids == reference.patient_ids
+    other = {"state_dict": {k: v + 1 for k, v in checkpoint["state_dict"].items()}}
+    with pytest.raises(ConfigError, match="was built with checkpoint best-epoch003.ckpt"):
+        stored_reference_set(tmp_path / "last.ckpt", other)
