@@ -124,10 +124,10 @@ def findings(planted, run) -> list[Finding]:
     run_dir, printed = run
     found = [Finding("printed output", w) for w in _scan_text(printed.encode(), numbers)]
     files = sorted(p for p in run_dir.rglob("*") if p.is_file())
-    checkpoints = [p for p in files if p.suffix == ".ckpt"]
+    checkpoints = [p for p in files if p.suffix in (".ckpt", ".pt")]  # .pt: the reference set
     assert checkpoints and any(p.suffix == ".wandb" for p in files) and (run_dir / "metrics.json").exists()
     for path in files:  # a checkpoint's bytes are a zip of pickles: read by key path below instead
-        if path.suffix == ".ckpt":
+        if path in checkpoints:
             continue
         found += [Finding(str(path.relative_to(run_dir)), w) for w in _scan_text(path.read_bytes(), numbers)]
     for path in checkpoints:
@@ -139,8 +139,20 @@ def findings(planted, run) -> list[Finding]:
 def test_no_checkpoint_part_or_output_file_holds_a_planted_value(findings):
     """Weights, config, evaluation reference, training-id hashes, explanation base values, metrics,
     predictions, report, CSV and W&B files, the .hydra folder and the printed log, of fusion-train,
-    fusion-predict and fusion-explain (`feature_values=false`)."""
-    assert [f for f in findings if not f.in_modality_state] == []
+    fusion-predict and fusion-explain (`feature_values=false`). The reference set of similar patients
+    (`reference_set.pt`) is patient data by design, outcomes included: it may hold the survival times, and
+    nothing else planted (no EHR or gene value)."""
+    assert [f for f in findings if not f.in_modality_state and not _reference_outcome(f)] == []
+
+
+def test_the_reference_set_holds_outcomes_only(findings):
+    """The scan reads inside the reference set (it holds the training patients' survival times)."""
+    outcomes = [f for f in findings if _reference_outcome(f)]
+    assert outcomes and all(f.where.split(":", 1)[1].startswith("/labels/survival_time/") for f in outcomes)
+
+
+def _reference_outcome(finding: Finding) -> bool:
+    return finding.where.startswith("reference_set.pt:/labels/survival_time/")
 
 
 def test_no_modality_state_holds_a_planted_value(findings):
