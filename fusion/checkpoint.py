@@ -6,8 +6,10 @@ modality's fitted state (normalisers, vocabularies), salted hashes of the traini
 (under ``"training_patients"``, never the ids themselves: `training_patient_hashes`) and, in the
 evaluated checkpoint, each head's training-split reference (`Head.fit_reference`, under
 ``"evaluation_reference"``) and each explained target's mean over the training split (the base value of
-explanations, under ``"explain_base"``). All of it is plain values, so checkpoints load with
-`torch.load(weights_only=True)`.
+explanations, under ``"explain_base"``), and where it came from (`fusion.provenance.run_provenance`,
+under ``"provenance"``: versions, config and input digests, split sizes). All of it is plain values, so
+checkpoints load with `torch.load(weights_only=True)`. `load_model` refuses, in one line saying why, a
+checkpoint whose preprocessing or model this installation cannot rebuild.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from fusion.errors import ConfigError
@@ -96,10 +99,14 @@ def _rebuilt(part: str, remedy: str, build: Callable[..., T], *args: Any) -> T:
     try:
         return build(*args)
     except Exception as err:  # any failure of a user's or an older class: the message says which part
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ConfigError(
-            f"checkpoint cannot be rebuilt: {part}: {type(err).__name__}: {cause}; {remedy}"
-        ) from err
+        raise ConfigError(f"checkpoint cannot be rebuilt: {part}: {_cause(err)}; {remedy}") from err
+
+
+def _cause(err: BaseException) -> str:
+    """The root of `err` on one line: Hydra's instantiation errors wrap the class's own (``__cause__``)."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 def _remedy(checkpoint: dict) -> str:

@@ -1,8 +1,10 @@
 """One training run: fit on train, select on val, evaluate and predict on test, write the outputs.
 
 Writes into `output_dir`: `metrics.json` (the README's metric keys, more test metrics and their
-bootstrap "ci95"), `predictions_test.csv`, `report/` (figures + report.md, see fusion.report),
-`checkpoints/` (best on the monitored val metric, plus last), and the loggers' folders.
+bootstrap "ci95", the run's "provenance"), `predictions_test.csv` (with the survival probabilities and
+the `model_id` of the best checkpoint, written after its last change) and its `.provenance.json`
+sidecar, `report/` (figures + report.md, see fusion.report), `checkpoints/` (best on the monitored val
+metric, plus last; both hold the provenance), and the loggers' folders.
 """
 
 from __future__ import annotations

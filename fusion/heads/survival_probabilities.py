@@ -23,8 +23,8 @@ import numpy as np
 from fusion.heads.survival_reference import SurvivalReference
 from fusion.metrics.survival_curves import Breslow, PiecewiseLinear
 
-#: significant digits of the default horizons (the training event-time quartiles), so columns read
-#: ``survival_prob_14``, not ``survival_prob_14.2857``
+#: significant digits of the default horizons (the training event-time quartiles, rounded down), so the
+#: columns read ``survival_prob_14``, not ``survival_prob_14.2857``
 HORIZON_DIGITS = 2
 
 
@@ -35,17 +35,19 @@ def horizon_label(h: float) -> str:
 
 def prediction_horizons(reference: dict[str, Any], horizons: Sequence[float] | None = None) -> list[float]:
     """`horizons` (``evaluation.horizons``) when set, else the reference's 25/50/75% event-time quantiles
-    rounded to `HORIZON_DIGITS` significant digits."""
+    rounded down to `HORIZON_DIGITS` significant digits."""
     if horizons:
         return sorted(float(h) for h in horizons)
     quantiles = dict(reference["event_quantiles"]).values()
-    return sorted({_round_significant(float(q), HORIZON_DIGITS) for q in quantiles})
+    return sorted({_round_down(float(q), HORIZON_DIGITS) for q in quantiles})
 
 
-def _round_significant(x: float, digits: int) -> float:
+def _round_down(x: float, digits: int) -> float:
+    """`x` rounded DOWN to `digits` significant digits (so a quartile stays within the baseline's range)."""
     if not x > 0:
         return x
-    return round(x, digits - 1 - math.floor(math.log10(x)))
+    scale = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    return float(f"{math.floor(x / scale + 1e-9) * scale:.{digits}g}")
 
 
 def _baseline(reference: dict[str, Any]) -> Breslow:
