@@ -98,7 +98,7 @@ def files_fingerprint(files: Iterable[str | Path], root: str | Path | None = Non
     content did not: compare ``n_files`` and the manifest digest then. The paths themselves (they can
     hold patient ids) never leave this function, only the digest and the count.
     """
-    base = Path(root).resolve() if root is not None else None
+    base = Path(os.path.abspath(root)) if root is not None else None
     rows = sorted({row for path in files for row in _stat_rows(Path(path), base)})
     digest = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
     return {"n_files": len(rows), "sha256": digest, "method": "path+size+mtime"}
@@ -119,10 +119,10 @@ def _stat_rows(path: Path, base: Path | None) -> list[tuple[str, int, int]]:
 
 
 def _relative(file: Path, base: Path | None) -> str:
-    resolved = file.resolve()
-    if base is not None and resolved.is_relative_to(base):
-        return resolved.relative_to(base).as_posix()
-    return resolved.as_posix()
+    absolute = Path(os.path.abspath(file))  # no symlink resolution: a stat per file is enough
+    if base is not None and absolute.is_relative_to(base):
+        return absolute.relative_to(base).as_posix()
+    return absolute.as_posix()
 
 
 def referenced_files(values: Iterable[Any]) -> list[Path]:
