@@ -26,11 +26,11 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from scipy import stats
 
 from fusion.data.cohort import Cohort, CohortError
@@ -44,6 +44,7 @@ from fusion.explanations.summaries import top_features_cv
 from fusion.fail_soft import optional_step
 from fusion.heads.base import Head, MetricRange, known_metric_range
 from fusion.pipeline import build_heads, build_modalities, model_output, unimodal_weight
+from fusion.scoring import records_provenance
 from fusion.training import run_training
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
     plan, records, heads = _plan_with_records(cfg)
     check_fold_sizes(plan, records, heads, SplitMinimums.from_split_config(cfg.data.split))
     folds = []
+    fold_provenance = []
     rankings: list[pd.DataFrame] = []
     top_k = int(cfg.cv.get("top_k") or 0)
     for split in plan:
@@ -69,6 +71,7 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
         splits = {role: split[role] for role in ("train", "val", "test")}
         result = run_training(fold_config(cfg, name, run), output_dir / run, splits=splits)
         folds.append({"repeat": split["repeat"], "fold": split["fold"], **_scalars(result.metrics)})
+        fold_provenance.append({"run": run, **_fold_provenance(result.output_dir)})
         if top_k and result.best_checkpoint is not None and split["test"]:
             with optional_step(f"{run}: explanations of the test patients"):
                 rankings.append(_fold_ranking(cfg, result.best_checkpoint, split["test"], output_dir / run))
@@ -84,6 +87,10 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
     test_train_ratio = float(np.mean([len(f["test"]) / len(f["train"] + f["val"]) for f in plan]))
     ranges = metric_ranges({k for f in folds for k in f}, heads)
     summary = {"name": name, "setup": setup, "folds": folds, **summarise(folds, test_train_ratio, ranges)}
+    resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    summary["provenance"] = records_provenance(
+        resolved, ensure_demo_cohort(cfg), {"cohort": records}, {}, folds=fold_provenance
+    )
     (output_dir / "cv_metrics.json").write_text(json.dumps(summary, indent=2))
     if rankings:
         top_features_cv(rankings, top_k).to_csv(output_dir / "top_features_cv.csv", index=False)
@@ -91,6 +98,15 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path) -> dict[str, A
     for note in summary["ci_notes"]:
         log.warning("cv 95%% CI: %s", note)
     return summary
+
+
+def _fold_provenance(fold_dir: Path) -> dict[str, Any]:
+    """A fold's model id, input files and split sizes, from its metrics.json (empty when it has none)."""
+    try:
+        stored = json.loads((fold_dir / "metrics.json").read_text()).get("provenance") or {}
+    except (OSError, ValueError):
+        return {}
+    return {k: stored.get(k) for k in ("model_id", "input_files", "n_patients")}
 
 
 def _fold_ranking(cfg: DictConfig, checkpoint: Path, test_ids: list[str], folder: Path) -> pd.DataFrame:

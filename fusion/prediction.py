@@ -22,12 +22,19 @@ from typing import Any
 import lightning as L
 import pandas as pd
 
-from fusion.checkpoint import load_checkpoint, load_model, seen_in_training, stored_references
+from fusion.checkpoint import (
+    PROVENANCE_KEY,
+    load_checkpoint,
+    load_model,
+    seen_in_training,
+    stored_references,
+)
 from fusion.data.cohort import Cohort
 from fusion.evaluation import EvaluationSettings, has_labels, labels_by_head
 from fusion.pipeline import build_datamodule
-from fusion.prediction_table import predict_frame
-from fusion.scoring import evaluate_and_report, write_metrics
+from fusion.prediction_table import add_survival_columns, predict_frame, write_predictions
+from fusion.provenance import file_sha256
+from fusion.scoring import evaluate_and_report, records_provenance, write_metrics
 
 log = logging.getLogger(__name__)
 #: the metric-key prefix and records key of a scored manifest: "predict/grade_auroc", ...
@@ -46,8 +53,10 @@ def predict_manifest(
 ) -> pd.DataFrame:
     """Predict every patient of `manifest`; write `output` (CSV) if given and return the table.
 
-    The table: patient_id, every head's prediction columns, and `seen_in_training` (True when the
-    patient was in the checkpoint's training split; empty for a checkpoint without that record).
+    The table: patient_id, every head's prediction columns, `seen_in_training` (True when the
+    patient was in the checkpoint's training split; empty for a checkpoint without that record), each
+    survival head's ``<name>_prob_<h>`` and ``<name>_median`` (from the checkpoint's training reference)
+    and `model_id` (the checkpoint file's SHA-256); `output` gets a ``.provenance.json`` sidecar.
     With `evaluation` settings (the `evaluation:` config block) and labels in the manifest, also
     score the predictions: `metrics.json` (predict/ keys + ci95; info.n_seen_in_training) and
     `report/` in `report_dir` (default: beside `output`). Survival metrics that need the training split
@@ -77,10 +86,11 @@ def predict_manifest(
     seen = seen_in_training(checkpoint, cohort.patient_ids)
     frame["seen_in_training"] = seen  # None: an empty column
     warn_seen_in_training(ckpt_path, seen)
+    frame = add_survival_columns(frame, heads, stored_references(checkpoint), _horizons(settings, cfg))
+    provenance = _provenance(checkpoint, ckpt_path, Path(manifest), datamodule.records, modalities)
+    frame["model_id"] = provenance["model_id"]
     if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(output, index=False)
+        write_predictions(output, frame, provenance)
     scored = datamodule.records.get(STAGE, [])
     if settings is not None and has_labels(labels_by_head(scored, heads)):
         folder = Path(report_dir) if report_dir is not None else Path(output or ".").parent
@@ -105,9 +115,33 @@ def predict_manifest(
             "n_patients": {STAGE: len(scored)},
             "n_seen_in_training": n_seen,
         }
-        write_metrics(folder / "metrics.json", result.metrics, result.ci95, info)
+        write_metrics(folder / "metrics.json", result.metrics, result.ci95, info, provenance)
         log.info("labelled manifest: metrics (%s/ keys) and report written to %s", STAGE, folder)
     return frame
+
+
+def _horizons(settings: EvaluationSettings | None, cfg: Any) -> list[float] | None:
+    """The survival probabilities' horizons: this run's ``evaluation.horizons``, else the training run's."""
+    if settings is not None and settings.horizons:
+        return settings.horizons
+    stored = (cfg.get("evaluation") or {}).get("horizons")
+    return [float(h) for h in stored] if stored else None
+
+
+def _provenance(
+    checkpoint: dict, ckpt_path: str | Path, manifest: Path, records: Any, modalities: Any
+) -> dict[str, Any]:
+    """This run's provenance (the model's config, this manifest and its input files), the checkpoint's
+    SHA-256 as `model_id` and the provenance the checkpoint was trained with (``model``; None for a
+    checkpoint written before fusion stored it)."""
+    return records_provenance(
+        checkpoint["fusion"]["config"],
+        manifest,
+        records,
+        modalities,
+        model_id=file_sha256(Path(ckpt_path).expanduser()),
+        model=checkpoint["fusion"].get(PROVENANCE_KEY),
+    )
 
 
 def warn_seen_in_training(ckpt_path: str | Path, seen: list[bool] | None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from fusion.evaluation import (
 from fusion.fail_soft import optional_step
 from fusion.heads.base import Head
 from fusion.prediction_table import predict_frame
+from fusion.provenance import referenced_files, run_provenance
 from fusion.report import metric_rows, write_report
 from fusion.report.wandb import log_report
 
@@ -113,6 +114,29 @@ def evaluate_training_run(
     )
 
 
-def write_metrics(path: Path, metrics: dict[str, Any], ci95: dict[str, list[float]], info: dict) -> None:
-    """metrics.json: scalar "<stage>/<metric>" keys, then "ci95" and "info"."""
-    path.write_text(json.dumps({**metrics, "ci95": ci95, "info": info}, indent=2))
+def write_metrics(
+    path: Path,
+    metrics: dict[str, Any],
+    ci95: dict[str, list[float]],
+    info: dict,
+    provenance: dict[str, Any] | None = None,
+) -> None:
+    """metrics.json: scalar "<stage>/<metric>" keys, then "ci95", "info" and "provenance" (when given)."""
+    extra = {} if provenance is None else {"provenance": provenance}
+    path.write_text(json.dumps({**metrics, "ci95": ci95, "info": info, **extra}, indent=2, default=str))
+
+
+def records_provenance(
+    cfg_resolved: dict[str, Any],
+    manifest: Path,
+    records: Mapping[str, Sequence[PatientRecord]],
+    modalities: Mapping[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """`fusion.provenance.run_provenance` of a run over `records` (split -> patients): its input files are
+    every file the patients' modality references name plus the modalities' tables (``table_path``)."""
+    refs: list[Any] = [r.refs for recs in records.values() for r in recs]
+    tables = [getattr(m, "table_path", None) for m in modalities.values()]
+    files = referenced_files([*refs, *(Path(t) for t in tables if t is not None)])
+    n_patients = {split: len(recs) for split, recs in records.items()}
+    return run_provenance(cfg_resolved, manifest, files, n_patients, **extra)

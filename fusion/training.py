@@ -1,8 +1,10 @@
 """One training run: fit on train, select on val, evaluate and predict on test, write the outputs.
 
 Writes into `output_dir`: `metrics.json` (the README's metric keys, more test metrics and their
-bootstrap "ci95"), `predictions_test.csv`, `report/` (figures + report.md, see fusion.report),
-`checkpoints/` (best on the monitored val metric, plus last), and the loggers' folders.
+bootstrap "ci95", the run's "provenance"), `predictions_test.csv` (with the survival probabilities and
+the `model_id` of the best checkpoint, written after its last change) and its `.provenance.json`
+sidecar, `report/` (figures + report.md, see fusion.report), `checkpoints/` (best on the monitored val
+metric, plus last; both hold the provenance), and the loggers' folders.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from fusion.attribution.base_value import as_nested, mean_targets
 from fusion.callbacks import InterruptCheckpoint, StartEpoch
-from fusion.checkpoint import TRAINING_PATIENTS_KEY, store_explain_base, training_patient_hashes
+from fusion.checkpoint import (
+    PROVENANCE_KEY,
+    TRAINING_PATIENTS_KEY,
+    store_explain_base,
+    stored_references,
+    training_patient_hashes,
+)
 from fusion.data.cohort import Cohort
 from fusion.data.demo import ensure_demo_cohort
 from fusion.errors import TrainingInterrupted
@@ -44,7 +52,8 @@ from fusion.pipeline import (
     record_modalities,
     unimodal_weight,
 )
-from fusion.prediction_table import predict_frame
+from fusion.prediction_table import add_survival_columns, predict_frame, write_predictions
+from fusion.provenance import file_sha256
 from fusion.resume import (
     is_resuming,
     keep_csv_logs,
@@ -55,7 +64,7 @@ from fusion.resume import (
 )
 from fusion.retrieval.embeddings import state_dict_digest
 from fusion.retrieval.reference_set import build_reference_set
-from fusion.scoring import evaluate_training_run, write_metrics
+from fusion.scoring import evaluate_training_run, records_provenance, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +114,8 @@ def run_training(
     # to_container of a DictConfig is a dict; its stubs give the return type for any config or value
     resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     extras = {"config": resolved, "modality_state": modality_states(modalities)}
+    # where this model came from (versions, config and input digests, split sizes): no patient value or id
+    extras[PROVENANCE_KEY] = records_provenance(resolved, manifest, datamodule.records, modalities)
     # salted hashes, never the ids: fusion-predict flags a manifest's patients that the model trained on
     extras[TRAINING_PATIENTS_KEY] = training_patient_hashes(datamodule.split_ids().get("train", []))
     lit = LitFusion(
@@ -147,10 +158,9 @@ def _fit_and_evaluate(
             run(lit, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
             metrics.update({k: v for k, v in lit.last_metrics.items() if k.startswith(f"{stage}/")})
     ci95: dict[str, list[float]] = {}
+    test_frame = None
     if datamodule.records.get("test"):
         test_frame = predict_frame(trainer, lit, datamodule.test_dataloader(), ckpt)
-        if trainer.is_global_zero:
-            test_frame.to_csv(output_dir / "predictions_test.csv", index=False)
         evaluation = evaluate_training_run(
             trainer, lit, datamodule, heads, settings, test_frame, ckpt, output_dir
         )
@@ -164,6 +174,12 @@ def _fit_and_evaluate(
             _store_explain_base(cfg, lit, datamodule, heads, ckpt)
         with optional_step("reference set of similar patients (the training split's fused embeddings)"):
             _store_reference_set(cfg, lit, datamodule, heads, ckpt)
+    # the best checkpoint is final from here on (references and base values stored): its hash is the model id
+    provenance = {**lit.checkpoint_extras[PROVENANCE_KEY], "model_id": None}
+    if ckpt and trainer.is_global_zero:  # rank 0 wrote it; only rank 0 writes the files that name it
+        provenance["model_id"] = file_sha256(ckpt)
+    if test_frame is not None and trainer.is_global_zero:
+        _write_test_predictions(output_dir, test_frame, heads, settings, ckpt, provenance)
     info: dict[str, Any] = {
         "best_checkpoint": best,
         "epochs": trainer.current_epoch,
@@ -173,16 +189,31 @@ def _fit_and_evaluate(
         info["resumed"] = {"checkpoint": str(resumed_from), "epoch": start.epoch}
     metrics = _json_safe(metrics)
     if trainer.is_global_zero:
-        write_metrics(output_dir / "metrics.json", metrics, ci95, info)
+        write_metrics(output_dir / "metrics.json", metrics, ci95, info, provenance)
         with optional_step("oracle metrics (truth.csv)"):  # the run's own metrics are written first
             oracle = _oracle(manifest, datamodule.split_ids().get("test", []))
             if oracle:
                 metrics = _json_safe({**metrics, **oracle})
-                write_metrics(output_dir / "metrics.json", metrics, ci95, info)
+                write_metrics(output_dir / "metrics.json", metrics, ci95, info, provenance)
     _finish_loggers(trainer)
     log.debug("metrics: %s", json.dumps(metrics, indent=1))  # in metrics.json; fusion-train prints a summary
     last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
     return TrainResult(metrics, output_dir, Path(best) if best else None, Path(last) if last else None)
+
+
+def _write_test_predictions(
+    output_dir: Path,
+    frame: Any,
+    heads: dict[str, Any],
+    settings: EvaluationSettings,
+    ckpt: str | None,
+    provenance: dict[str, Any],
+) -> None:
+    """predictions_test.csv: the test predictions with the survival probabilities of the references stored
+    in the best checkpoint, its `model_id`, and the provenance sidecar."""
+    references = stored_references(torch.load(ckpt, map_location="cpu", weights_only=True)) if ckpt else {}
+    frame = add_survival_columns(frame, heads, references, settings.horizons)
+    write_predictions(output_dir / "predictions_test.csv", frame, provenance)
 
 
 def _store_explain_base(

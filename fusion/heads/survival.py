@@ -16,9 +16,12 @@ from fusion.errors import ConfigError
 from fusion.heads.base import Head
 from fusion.heads.evaluation import EvaluationSettings, HeadEvaluation, scored_rows
 from fusion.heads.survival_evaluation import evaluate_survival
+from fusion.heads.survival_probabilities import horizon_label, survival_columns
 from fusion.heads.survival_reference import MIN_GROUP, SurvivalReference
 
 # tied times are expected (follow-up is recorded in days or months); Efron's method handles them
+__all__ = ["SurvivalHead", "horizon_label"]
+
 warnings.filterwarnings("ignore", message="Ties in `time` detected", category=UserWarning)
 
 
@@ -27,10 +30,14 @@ class SurvivalHead(Head):
     time_column / event_column: follow-up time (> 0) and event indicator (1 = event, 0 = censored).
     min_group: the fewest training patients behind any number of the stored training reference
         (`SurvivalReference`; config: ``privacy.min_group``).
+    time_unit: the unit of `time_column` ("months", "days", ...), written to provenance and shown with the
+        survival probabilities; "unspecified" when not given (fusion cannot tell it from the numbers).
 
     Its prediction column is ``risk`` (log hazard, higher = worse) for the head named ``survival`` (the
     documented contract) and ``<name>_risk`` for any other, so a model may predict overall and
-    progression-free survival side by side (``survival`` and ``pfs``).
+    progression-free survival side by side (``survival`` and ``pfs``). With the training reference stored
+    in the checkpoint, predictions*.csv also get ``<name>_prob_<h>`` and ``<name>_median``
+    (`reference_columns`, `fusion.heads.survival_probabilities`).
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class SurvivalHead(Head):
         loss_weight: float = 1.0,
         weight: float | None = None,
         min_group: int = MIN_GROUP,
+        time_unit: str | None = "unspecified",
     ):
         super().__init__(name, in_dim, loss_weight, weight=weight)
         if isinstance(min_group, bool) or int(min_group) != min_group or min_group < 1:
@@ -49,6 +57,7 @@ class SurvivalHead(Head):
                 f"head '{name}': min_group must be a positive integer (patients), got {min_group!r}"
             )
         self.min_group = int(min_group)
+        self.time_unit = str(time_unit or "unspecified")
         self.columns = (time_column, event_column)
         self.layer = nn.Linear(in_dim, 1)
 
@@ -141,6 +150,13 @@ class SurvivalHead(Head):
         pooled over groups of at least `min_group` patients."""
         _, risk, time, event = self._scored(predictions, labels)
         return SurvivalReference.fit(risk, time, event, self.min_group).to_dict()
+
+    def reference_columns(
+        self, risk: np.ndarray, reference: dict[str, Any], horizons: Sequence[float] | None = None
+    ) -> dict[str, np.ndarray]:
+        """``<name>_prob_<h>`` (S(h | x) per horizon, `horizon_label`) and ``<name>_median`` for `risk`, from
+        the training reference's Breslow baseline (`fusion.heads.survival_probabilities`)."""
+        return survival_columns(self.name, reference, risk, horizons)
 
     def _scored(
         self, predictions: dict[str, np.ndarray], labels: torch.Tensor

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fusion.heads.evaluation import EvaluationSettings, Figure, HeadEvaluation, plot
+from fusion.heads.survival_probabilities import horizon_label
 from fusion.heads.survival_reference import SurvivalReference
 from fusion.metrics import weighted_survival as ws
 
@@ -28,7 +29,9 @@ def horizons(
     at risk there: the Brier/AUC at the last observed time has no controls), to a round number below
     the next-longest one rather than that patient's time."""
     chosen = (
-        {f"{h:g}": h for h in settings.horizons} if settings.horizons else dict(reference.event_quantiles)
+        {horizon_label(h): h for h in settings.horizons}
+        if settings.horizons
+        else dict(reference.event_quantiles)
     )
     below_max = test_time[test_time < test_time.max()] if len(test_time) else test_time
     if len(below_max) == 0:

@@ -54,8 +54,20 @@ def test_each_head_writes_its_own_prediction_columns(run):
     run_dir, _ = run
     predictions = pd.read_csv(run_dir / "predictions_test.csv")
     # `risk` stays the documented column of the head named `survival`; the others are named after the head
-    assert list(predictions.columns) == ["patient_id", "risk", "pfs_risk", "size_pred"]
-    assert predictions.drop(columns="patient_id").notna().all().all()
+    os_prob = [c for c in predictions.columns if c.startswith("survival_prob_")]
+    pfs_prob = [c for c in predictions.columns if c.startswith("pfs_prob_")]
+    assert list(predictions.columns) == [
+        "patient_id",
+        "risk",
+        *os_prob,
+        "survival_median",  # empty where the curve stays above 0.5
+        "pfs_risk",
+        *pfs_prob,
+        "pfs_median",
+        "size_pred",
+        "model_id",
+    ]
+    assert predictions[["risk", "pfs_risk", "size_pred", *os_prob, *pfs_prob]].notna().all().all()
     assert not np.allclose(predictions["risk"], predictions["pfs_risk"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -52,6 +53,15 @@ def test_cv_runs_every_fold_and_tests_each_patient_once(tiny_cohort, tmp_path):
         for pid in pd.read_csv(tmp_path / f"repeat0_fold{k}" / "predictions_test.csv")["patient_id"]
     ]
     assert len(tested) == len(set(tested))  # no patient tested twice
+    # provenance: the CV run's (config, manifest, inputs) and each fold's model id, the SHA-256 of its best
+    # checkpoint, which is also the model_id column of its predictions
+    provenance = summary["provenance"]
+    assert provenance["n_patients"] == {"cohort": 40} and len(provenance["config_sha256"]) == 64
+    for k, fold in enumerate(provenance["folds"]):
+        predictions = pd.read_csv(tmp_path / f"repeat0_fold{k}" / "predictions_test.csv")
+        assert fold["run"] == f"repeat0_fold{k}" and set(predictions["model_id"]) == {fold["model_id"]}
+        (best,) = (tmp_path / f"repeat0_fold{k}" / "checkpoints").glob("best*.ckpt")
+        assert fold["model_id"] == hashlib.sha256(best.read_bytes()).hexdigest()
     assert set(tested) <= set(pd.read_csv(tiny_cohort)["patient_id"])
     # every fold's model explained on its test patients; top_features_cv.csv counts the folds' top 10s
     cv_top = pd.read_csv(tmp_path / "top_features_cv.csv")

@@ -75,13 +75,19 @@ def test_train_writes_metrics_predictions_and_checkpoints(trained, tiny_cohort):
         assert 0.0 <= low <= metrics[key] + 1e-6 and metrics[key] - 1e-6 <= high <= 1.0, (key, low, high)
         assert low < high, key  # 8 patients: resampling them moves every metric
     assert {"oracle/grade_auroc", "oracle/survival_cindex", "oracle/response_auroc"} <= set(metrics)
+    # S(h | x) at the training event-time quartiles and the median, beside the risk they come from
+    survival = [c for c in predictions.columns if c.startswith("survival_prob_")]
+    assert len(survival) == 3
     assert list(predictions.columns) == [
         "patient_id",
         "grade_prob_1",
         "grade_prob_2",
         "grade_prob_3",
         "risk",
+        *survival,
+        "survival_median",
         "response_prob",
+        "model_id",
     ]
     assert len(predictions) == metrics["info"]["n_patients"]["test"]
     assert predictions[["grade_prob_1", "grade_prob_2", "grade_prob_3"]].sum(axis=1).round(5).eq(1).all()
@@ -153,7 +159,8 @@ def test_modality_and_head_selection_without_code_changes(tiny_cohort, tmp_path,
     if selection == ["head=[survival]"]:
         assert "test/survival_cindex" in metrics
         assert not any(k.startswith(("test/grade", "test/response")) for k in metrics)
-        assert list(predictions.columns) == ["patient_id", "risk"]
+        survival = [c for c in predictions.columns if c.startswith("survival_prob_")]
+        assert list(predictions.columns) == ["patient_id", "risk", *survival, "survival_median", "model_id"]
     else:
         assert {"test/grade_auroc", "test/survival_cindex", "test/response_auroc"} <= set(metrics)
         ckpt = torch.load(

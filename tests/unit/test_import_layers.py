@@ -59,6 +59,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fusion.nn", "fusion.metrics", "fusion.wsi", "fusion.plots"),
     # the I/O layer: manifests/tables, DICOM series, genomic tables/MAF, GMT, feature files, tile images
     ("fusion.io",),
+    # a run's provenance: versions, config and input digests, split sizes (imports only fusion.version)
+    ("fusion.provenance",),
     # leaves (conf: YAML only; fail_soft: optional steps after training warn instead of raising)
     ("fusion.errors", "fusion.distributed", "fusion.version", "fusion.conf", "fusion.fail_soft"),
 ]
