@@ -55,10 +55,13 @@ def train(
     return run_training(cfg, output_dir=output_dir, modalities=modalities)
 
 
-def predict(ckpt_path: str | Path, manifest: str | Path, output: str | Path | None = None) -> pd.DataFrame:
-    """Predict every patient of a manifest with a trained checkpoint (any modality may be missing)."""
+def predict(
+    ckpt_path: str | Path, manifest: str | Path, output: str | Path | None = None, k: int | None = None
+) -> pd.DataFrame:
+    """Predict every patient of a manifest with a trained checkpoint (any modality may be missing); with `k`,
+    also write each patient's k most similar training patients beside `output` (as ``retrieval.k``)."""
     quiet_third_party()
-    return predict_manifest(ckpt_path, manifest, output=output)
+    return predict_manifest(ckpt_path, manifest, output=output, retrieval_k=k)
 
 
 def explain(

@@ -34,6 +34,9 @@ from fusion.evaluation import EvaluationSettings, has_labels, labels_by_head
 from fusion.pipeline import build_datamodule
 from fusion.prediction_table import add_survival_columns, predict_frame, write_predictions
 from fusion.provenance import file_sha256
+from fusion.retrieval.neighbours import check_k, neighbour_tables, write_neighbour_tables
+from fusion.retrieval.reference_set import stored_reference_set
+from fusion.retrieval.summaries import summary_horizons
 from fusion.scoring import evaluate_and_report, records_provenance, write_metrics
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ def predict_manifest(
     accelerator: str = "auto",
     evaluation: Any | None = None,
     report_dir: str | Path | None = None,
+    retrieval_k: int | None = None,
 ) -> pd.DataFrame:
     """Predict every patient of `manifest`; write `output` (CSV) if given and return the table.
 
@@ -61,10 +65,17 @@ def predict_manifest(
     score the predictions: `metrics.json` (predict/ keys + ci95; info.n_seen_in_training) and
     `report/` in `report_dir` (default: beside `output`). Survival metrics that need the training split
     (Uno's C, td-AUC, Brier) use the reference stored in the checkpoint that training evaluated.
+    `retrieval_k`: also write each patient's `retrieval_k` most similar training patients beside `output`
+    (``neighbours.csv``, ``neighbour_summary.csv``; `fusion.retrieval`), from the reference set fusion-train
+    stored beside the checkpoint.
     """
     settings = None if evaluation is None else EvaluationSettings.from_config(evaluation)
     checkpoint = load_checkpoint(ckpt_path)
     cfg, modalities, heads, lit = load_model(checkpoint)
+    reference_set = None
+    if retrieval_k:  # a missing reference set or a k too large fails before anything is predicted
+        reference_set = stored_reference_set(ckpt_path, checkpoint)
+        check_k(retrieval_k, reference_set)
 
     cohort = Cohort.load(manifest)
     cfg.data.batch_size, cfg.data.num_workers = batch_size, num_workers
@@ -91,6 +102,17 @@ def predict_manifest(
     frame["model_id"] = provenance["model_id"]
     if output is not None:
         write_predictions(output, frame, provenance)
+    if reference_set is not None and retrieval_k:
+        neighbours, summary = neighbour_tables(
+            lit.model,
+            heads,
+            datamodule.predict_dataloader(),
+            reference_set,
+            retrieval_k,
+            summary_horizons(heads, stored_references(checkpoint), _horizons(settings, cfg)),
+            patient_ids=cohort.patient_ids,
+        )
+        write_neighbour_tables(Path(output or ".").parent, neighbours, summary)
     scored = datamodule.records.get(STAGE, [])
     if settings is not None and has_labels(labels_by_head(scored, heads)):
         folder = Path(report_dir) if report_dir is not None else Path(output or ".").parent

@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> None:
         accelerator=cfg.accelerator,
         evaluation=cfg.get("evaluation"),
         report_dir=cfg.paths.output_dir,
+        retrieval_k=cfg.get("retrieval", {}).get("k"),
     )
     print(f"wrote {len(frame)} predictions to {cfg.output}")
 

@@ -19,18 +19,8 @@ from fusion.heads.base import Head
 from fusion.heads.grade import GradeHead, column_label
 from fusion.heads.response import ResponseHead
 from fusion.heads.survival import SurvivalHead
+from fusion.heads.survival_probabilities import horizon_label, prediction_horizons
 from fusion.metrics.survival_curves import kaplan_meier
-
-
-def horizon_label(horizon: float) -> str:
-    """A horizon as it appears in a column name: 12.0 -> "12", 7.5 -> "7.5".
-
-    Local twin of ``fusion.heads.survival.horizon_label`` (the survival probabilities' columns), kept here
-    until the two branches meet; the two must agree so that ``km_survival_<h>`` and ``survival_prob_<h>``
-    name the same horizons.
-    """
-    value = float(horizon)
-    return str(int(value)) if value.is_integer() else f"{value:.6g}"
 
 
 def summary_horizons(
@@ -38,16 +28,17 @@ def summary_horizons(
 ) -> dict[str, list[float]]:
     """Survival head -> the horizons its ``km_..._<h>`` columns are read at: `horizons`
     (``evaluation.horizons``) when given, else the 25/50/75% quantiles of training event times stored in the
-    checkpoint's evaluation reference (`SurvivalReference`); none when neither is known."""
+    checkpoint's evaluation reference, rounded as the predictions' ``survival_prob_<h>`` columns round them
+    (`prediction_horizons`), so both tables name the same horizons; none when neither is known."""
     out: dict[str, list[float]] = {}
     for name, head in heads.items():
         if not isinstance(head, SurvivalHead):
             continue
-        if horizons:
-            out[name] = sorted(float(h) for h in horizons)
+        reference = references.get(name)
+        if horizons or reference:
+            out[name] = prediction_horizons(reference or {}, horizons)
         else:
-            quantiles = (references.get(name) or {}).get("event_quantiles") or {}
-            out[name] = sorted(float(v) for v in quantiles.values())
+            out[name] = []
     return out
 
 

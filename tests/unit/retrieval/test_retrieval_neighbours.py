@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from fusion.errors import ConfigError
+from fusion.heads.survival import horizon_label
 from fusion.metrics.survival_curves import kaplan_meier
 from fusion.retrieval.embeddings import fused_embeddings
 from fusion.retrieval.neighbours import NEIGHBOUR_COLUMNS, check_k, neighbour_table, neighbour_tables
 from fusion.retrieval.reference_set import ReferenceSet
-from fusion.retrieval.summaries import horizon_label, neighbour_km, neighbour_summary, summary_horizons
+from fusion.retrieval.summaries import neighbour_km, neighbour_summary, summary_horizons
 from tests.unit.retrieval.tiny import batch, tiny_model
 
 LABELS = ["grade", "survival_time", "survival_event", "response"]
@@ -127,10 +128,11 @@ def test_neighbour_km_is_the_kaplan_meier_of_the_neighbours_with_a_survival_labe
 def test_horizons_come_from_the_settings_or_the_stored_quartiles():
     heads = dict(tiny_model().heads.items())
     stored = {"survival": {"event_quantiles": {"q50": 12.0, "q25": 7.5, "q75": 20.25}}}
-    assert summary_horizons(heads, stored) == {"survival": [7.5, 12.0, 20.25]}
+    # rounded down to two significant digits, as the predictions' survival_prob_<h> columns are
+    assert summary_horizons(heads, stored) == {"survival": [7.5, 12.0, 20.0]}
     assert summary_horizons(heads, stored, [24, 6]) == {"survival": [6.0, 24.0]}
     assert summary_horizons(heads, {}) == {"survival": []}
-    assert [horizon_label(h) for h in (12.0, 7.5, 20.25)] == ["12", "7.5", "20.25"]
+    assert [horizon_label(h) for h in (12.0, 7.5, 20.0)] == ["12", "7.5", "20"]
 
 
 def test_neighbour_tables_embed_search_and_keep_every_query_patient_in_order():
