@@ -82,6 +82,18 @@ def tiny_cohort(tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def trained_tabular(tiny_cohort, tmp_path_factory):
+    """One tiny genomics + EHR model for the tests that only read its run (predict, similar): its
+    `TrainResult`. Tests must not change its folder (copy the checkpoint first)."""
+    import fusion
+    from fusion.training import run_training
+
+    overrides = tiny_overrides("modality=[genomics,ehr]", "evaluation.n_bootstrap=20")
+    cfg = fusion.compose([f"data.manifest={tiny_cohort}", *overrides])
+    return run_training(cfg, tmp_path_factory.mktemp("tabular_run"))
+
+
 @pytest.fixture
 def cohort_copy(tiny_cohort, tmp_path) -> Path:
     """A private copy a test may break."""

@@ -25,8 +25,7 @@ from fusion.checkpoint import (
 )
 from fusion.errors import ConfigError
 from fusion.prediction import predict_manifest
-from fusion.training import run_training
-from tests.integration.conftest import run_module, tiny_overrides
+from tests.integration.conftest import run_module
 
 COLUMNS = ["patient_id", "grade_prob_1", "grade_prob_2", "grade_prob_3", "risk", "response_prob"]
 
@@ -39,18 +38,10 @@ def _with_readable(predictions: pd.DataFrame) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_cohort, tmp_path_factory):
-    """A tiny model: its run folder, best checkpoint, and its training and test patient ids."""
-    cfg = fusion.compose(
-        [
-            f"data.manifest={tiny_cohort}",
-            *tiny_overrides("modality=[genomics,ehr]", "evaluation.n_bootstrap=20"),
-        ]
-    )
-    run = tmp_path_factory.mktemp("predict_run")
-    result = run_training(cfg, run)
-    test_ids = pd.read_csv(run / "predictions_test.csv", dtype={"patient_id": str})["patient_id"].tolist()
-    return result, test_ids
+def trained(trained_tabular):
+    """A tiny model: its `TrainResult` and its test patient ids."""
+    test = pd.read_csv(trained_tabular.output_dir / "predictions_test.csv", dtype={"patient_id": str})
+    return trained_tabular, test["patient_id"].tolist()
 
 
 def test_checkpoint_stores_salted_hashes_never_the_ids(trained, tiny_cohort):

@@ -11,19 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-import fusion
 from fusion.errors import ConfigError
 from fusion.retrieval.reference_set import FILENAME
 from fusion.similar import similar_manifest
-from fusion.training import run_training
-from tests.integration.conftest import one_error_line, run_module, tiny_overrides
+from tests.integration.conftest import one_error_line, run_module
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_cohort, tmp_path_factory):
-    overrides = tiny_overrides("modality=[genomics,ehr]", "trainer.max_epochs=1", "evaluation.n_bootstrap=10")
-    cfg = fusion.compose([f"data.manifest={tiny_cohort}", *overrides])
-    return run_training(cfg, tmp_path_factory.mktemp("similar_run"))
+def trained(trained_tabular):
+    return trained_tabular
 
 
 def test_training_stores_its_training_patients_beside_the_best_checkpoint(trained):
@@ -91,3 +87,40 @@ def test_a_checkpoint_without_a_reference_set_says_how_to_get_one(trained, tiny_
     assert len(result.summary) == len(pd.read_csv(tiny_cohort))
     with pytest.raises(ConfigError, match="the reference set holds 40 patients"):
         similar_manifest(alone, tiny_cohort, k=41, output=tmp_path / "k", reference=tiny_cohort)
+
+
+def test_predict_writes_the_neighbours_beside_the_predictions(trained, tiny_cohort, tmp_path):
+    run = run_module(
+        "fusion.cli.predict",
+        f"ckpt_path={trained.best_checkpoint}",
+        f"data.manifest={tiny_cohort}",
+        "retrieval.k=4",
+        f"output={tmp_path / 'predictions.csv'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "evaluation.n_bootstrap=5",
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    neighbours = pd.read_csv(tmp_path / "neighbours.csv", dtype={"patient_id": str, "neighbour_id": str})
+    predictions = pd.read_csv(tmp_path / "predictions.csv", dtype={"patient_id": str})
+    assert neighbours["patient_id"].drop_duplicates().tolist() == predictions["patient_id"].tolist()
+    assert neighbours.groupby("patient_id")["rank"].max().eq(4).all()
+    summary = pd.read_csv(tmp_path / "neighbour_summary.csv", dtype={"patient_id": str})
+    # the neighbours' Kaplan–Meier is read at the horizons of the predictions' survival probabilities
+    horizons = {
+        c.removeprefix("survival_prob_") for c in predictions.columns if c.startswith("survival_prob_")
+    }
+    assert horizons and horizons == {
+        c.removeprefix("km_survival_") for c in summary if c.startswith("km_survival_")
+    }
+
+
+def test_predict_with_k_larger_than_the_reference_set_fails_before_predicting(trained, tiny_cohort, tmp_path):
+    run = run_module(
+        "fusion.cli.predict",
+        f"ckpt_path={trained.best_checkpoint}",
+        f"data.manifest={tiny_cohort}",
+        "retrieval.k=500",
+        f"output={tmp_path / 'predictions.csv'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
+    assert "k=500" in one_error_line(run) and not (tmp_path / "predictions.csv").exists()
