@@ -27,6 +27,7 @@ from fusion.data.cohort import Cohort
 from fusion.evaluation import EvaluationSettings, has_labels, labels_by_head
 from fusion.pipeline import build_datamodule
 from fusion.prediction_table import predict_frame
+from fusion.report.patient_pages.from_prediction import check_report_options, write_prediction_pages
 from fusion.scoring import evaluate_and_report, write_metrics
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def predict_manifest(
     accelerator: str = "auto",
     evaluation: Any | None = None,
     report_dir: str | Path | None = None,
+    report: str | None = None,
+    explanations: str | Path | None = None,
 ) -> pd.DataFrame:
     """Predict every patient of `manifest`; write `output` (CSV) if given and return the table.
 
@@ -52,7 +55,10 @@ def predict_manifest(
     score the predictions: `metrics.json` (predict/ keys + ci95; info.n_seen_in_training) and
     `report/` in `report_dir` (default: beside `output`). Survival metrics that need the training split
     (Uno's C, td-AUC, Brier) use the reference stored in the checkpoint that training evaluated.
+    `report="patients"`: one HTML page per patient in `report/patients/` beside `output`, with the
+    fusion-explain folder `explanations` when given (`fusion.report.patient_pages`).
     """
+    check_report_options(report, explanations, output)
     settings = None if evaluation is None else EvaluationSettings.from_config(evaluation)
     checkpoint = load_checkpoint(ckpt_path)
     cfg, modalities, heads, lit = load_model(checkpoint)
@@ -82,6 +88,17 @@ def predict_manifest(
         output.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(output, index=False)
     scored = datamodule.records.get(STAGE, [])
+    if report is not None and output is not None:  # report=patients (checked above)
+        pages = write_prediction_pages(
+            output,
+            frame,
+            heads,
+            list(modalities),
+            scored,
+            stored_references(checkpoint),
+            explanations,
+        )
+        log.info("patient pages: %d written to %s", len(pages) - 1, pages[-1].parent)
     if settings is not None and has_labels(labels_by_head(scored, heads)):
         folder = Path(report_dir) if report_dir is not None else Path(output or ".").parent
         folder.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ def main(cfg: DictConfig) -> None:
         accelerator=cfg.accelerator,
         evaluation=cfg.get("evaluation"),
         report_dir=cfg.paths.output_dir,
+        report=cfg.get("report"),
+        explanations=cfg.get("explanations"),
     )
     print(f"wrote {len(frame)} predictions to {cfg.output}")
 
