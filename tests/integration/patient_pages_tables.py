@@ -25,6 +25,15 @@ HEADS = [
 ]
 
 
+RISKS = [0.4, -0.8]  # P0001, TRICKY_ID
+#: S(t | risk) = exp(-t / SCALE * exp(risk)) up to END months: P0001's median is reached, TRICKY_ID's not
+SCALE, END = 30.0, 36.0
+
+
+def survival(t: float | np.ndarray, risk: float) -> np.ndarray:
+    return np.exp(-np.asarray(t, float) / SCALE * np.exp(risk))
+
+
 def predictions() -> pd.DataFrame:
     nan = float("nan")
     return pd.DataFrame(
@@ -33,10 +42,10 @@ def predictions() -> pd.DataFrame:
             "grade_prob_G1": [0.2, 0.7, nan],
             "grade_prob_G2": [0.3, 0.2, nan],
             "grade_prob_G3": [0.5, 0.1, nan],
-            "risk": [0.4, -0.8, nan],
-            "survival_prob_12": [0.71, 0.93, nan],
-            "survival_prob_24": [0.45, 0.81, nan],
-            "survival_median": [21.5, nan, nan],
+            "risk": [*RISKS, nan],
+            "survival_prob_12": [*(float(survival(12, r)) for r in RISKS), nan],
+            "survival_prob_24": [*(float(survival(24, r)) for r in RISKS), nan],
+            "survival_median": [SCALE * np.log(2) / np.exp(RISKS[0]), nan, nan],
             "response_prob": [0.35, 0.8, nan],
             "response_prob_lower": [0.2, 0.6, nan],
             "response_prob_upper": [0.5, 0.9, nan],
@@ -69,10 +78,9 @@ def provenance() -> dict[str, Any]:
 
 
 def survival_curves() -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    times = np.linspace(0, 60, 50)
+    times = np.linspace(0, END, 50)
     return {
-        pid: {"survival": (times, np.exp(-times / 30 * np.exp(risk)))}
-        for pid, risk in zip(IDS[:2], [0.4, -0.8], strict=True)
+        pid: {"survival": (times, survival(times, risk))} for pid, risk in zip(IDS[:2], RISKS, strict=True)
     }
 
 

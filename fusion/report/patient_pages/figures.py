@@ -30,14 +30,20 @@ def _axes(ax: plt.Axes, time_label: str, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def survival_png(curve: Curve, horizons: Mapping[float, float], time_label: str, title: str) -> bytes:
-    """S(t | x) against t, with the probabilities at the horizons marked."""
+def survival_png(
+    curve: Curve, horizons: Mapping[float, float], median: float | None, time_label: str, title: str
+) -> bytes:
+    """S(t | x) against t, with the probabilities at the horizons and the median survival marked."""
     times, probs = (np.asarray(a, float) for a in curve)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.0, 3.6))
         ax.plot(times, probs, lw=2, color="#1f5fa8", label="predicted S(t)")
         if horizons:
-            ax.scatter(list(horizons), list(horizons.values()), color="#c0392b", zorder=3, label="horizons")
+            ax.scatter(
+                list(horizons), list(horizons.values()), color="#c0392b", zorder=3, label="at the horizons"
+            )
+        if median is not None:
+            ax.plot([median, median], [0, 0.5], ls="--", color="#555555", lw=1, label=f"median {median:.3g}")
         _axes(ax, time_label, title)
         ax.legend(loc="lower left")
         return _png(fig)

@@ -29,6 +29,8 @@ h4{font-size:.95em;margin:10px 0 6px}
 section{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:4px 18px 14px;margin-top:16px}
 .card{border:1px solid #e3e8ee;border-radius:6px;padding:8px 12px;margin:10px 0;background:#fbfcfd}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:10px}
+.grid.wide{grid-template-columns:repeat(auto-fill,minmax(460px,1fr))}
+.grid .card{overflow-x:auto}
 .grid .card table{width:100%}
 .note{color:#5a6573;font-style:italic}
 .small{color:#5a6573;font-size:.85em;margin:4px 0}

@@ -98,6 +98,7 @@ def _survival(row: Mapping[str, Any], head: HeadInfo, curve: Curve | None, colum
             for h, c in horizon_columns.items()
         ]
         parts.append(table(["horizon", "probability of survival beyond it"], rows, "horizons"))
+    median_value = None if median_column is None else number(row.get(median_column))
     if median_column is not None:
         median = row.get(median_column)
         shown = (
@@ -119,7 +120,7 @@ def _survival(row: Mapping[str, Any], head: HeadInfo, curve: Curve | None, colum
         title = f"Predicted survival S(t) = S0(t)^exp(risk), {head.name}"
         parts.append(
             png_img(
-                survival_png(curve, marks, head.time_label, title),
+                survival_png(curve, marks, median_value, head.time_label, title),
                 f"predicted survival curve of head {head.name}",
                 "plot",
             )

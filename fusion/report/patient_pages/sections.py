@@ -26,6 +26,11 @@ from fusion.report.patient_pages.html import (
 
 #: features shown per head and target
 TOP_FEATURES = 8
+#: how to read the signed bars
+SIGNS = (
+    '<p class="small">Red bars raise the target (a probability, the log hazard or the logit), blue bars '
+    "lower it; the longest bar of each table is full length.</p>"
+)
 #: neighbours.csv columns that are not the neighbour's outcomes
 NEIGHBOUR_KEYS = ("patient_id", "rank", "neighbour_id", "similarity")
 
@@ -60,7 +65,7 @@ def explanations_section(explanations: Explanations, patient_id: str, head_names
         )
     parts = []
     if len(contributions):
-        parts.append("<h3>Modality contributions</h3>" + _contributions(contributions))
+        parts.append("<h3>Modality contributions</h3>" + SIGNS + _contributions(contributions))
     if len(features):
         parts.append(
             f"<h3>Top features (the {TOP_FEATURES} largest |attribution| per target)</h3>"
@@ -130,7 +135,7 @@ def _features(rows: pd.DataFrame) -> str:
             f'<div class="card"><h4>{esc(head)}: {esc(target)}</h4>'
             f"{table(['modality', 'feature', 'value', 'attribution'], table_rows, 'contrib')}</div>"
         )
-    return f'<div class="grid">{"".join(blocks)}</div>'
+    return f'<div class="grid wide">{"".join(blocks)}</div>'
 
 
 def neighbours_section(

@@ -51,7 +51,7 @@ def test_pages_are_self_contained(pages):
 def test_predictions_survival_and_uncertainty_as_the_table_has_them(pages):
     first = pages["P0001.html"]
     assert "most likely" in first and "50.0%" in first
-    assert "12 months" in first and "24 months" in first and "21.5 months" in first
+    assert "12 months" in first and "24 months" in first and "13.9 months" in first
     assert "response_prob_lower" in first and NO_UNCERTAINTY not in first
     assert "not reached" in pages["P_b___2_.html"]
     assert "was in the model's training split</b>" in pages["P_b___2_.html"]
