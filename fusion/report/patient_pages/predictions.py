@@ -23,6 +23,8 @@ from fusion.report.patient_pages.html import (
     text,
 )
 
+#: predictions columns shown in the page's header or footer, not with the predictions
+RUN_COLUMNS = ("patient_id", "model_id", "seen_in_training")
 NO_UNCERTAINTY = (
     "No per-patient uncertainty was computed for these predictions (the table has no interval or "
     "prediction-set columns): read each value as a point estimate."
@@ -39,6 +41,11 @@ def predictions_section(
             "in the manifest.</p>"
         )
     blocks = [_head_block(row, head, curves.get(head.name), columns) for head in heads]
+    owned = set(RUN_COLUMNS).union(*(head.owned_columns(columns) for head in heads))
+    others = [c for c in columns if c not in owned]
+    if others:  # columns no head claims (a later release's, a custom table's): shown as they are
+        rows = [(c, row.get(c)) for c in others]
+        blocks.append(f'<div class="card"><h3>Other columns</h3>{table(["column", "value"], rows)}</div>')
     if not any(head.uncertainty_columns(columns) for head in heads):
         blocks.append(f'<p class="note">{esc(NO_UNCERTAINTY)}</p>')
     return "".join(blocks)

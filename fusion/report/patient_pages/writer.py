@@ -19,8 +19,6 @@ from fusion.report.patient_pages.sections import explanations_section, modalitie
 
 #: the folder of the pages inside `folder`
 PAGES = "patients"
-#: predictions columns shown in the page's header, not in a head's section
-RUN_COLUMNS = ("patient_id", "model_id", "seen_in_training")
 
 
 def write_patient_pages(

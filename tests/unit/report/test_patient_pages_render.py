@@ -85,6 +85,14 @@ def test_the_time_unit_is_said_when_recorded_and_when_not(tmp_path):
     assert "12 time units" in written[0].read_text() and "does not record it" in written[0].read_text()
 
 
+def test_columns_no_head_claims_are_shown_as_they_are(tmp_path):
+    table = predictions().assign(survival_time_unit="months")
+    html = write_patient_pages(tmp_path, table, pd.DataFrame(), {}, HEADS[1:2])[0].read_text()
+    other = html.split("Other columns", 1)[1]
+    assert "grade_prob_G1" in other and "survival_time_unit" in other and "model_id" not in other
+    assert "survival_prob_12" not in other and "response_prob_lower" in other  # no response head here
+
+
 def test_maps_belong_to_the_longest_id_they_start_with(tmp_path):
     (tmp_path / "tiles").mkdir()
     for name in ("P1.png", "P1_grade.png", "P1_b.png", "P1_b_grade.png", "P2.png"):
