@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import pandas as pd
 
 #: what an empty cell shows
 EMPTY = "–"
@@ -18,17 +19,12 @@ def esc(value: Any) -> str:
 
 
 def is_missing(value: Any) -> bool:
-    """None, NaN and the empty string: a cell with nothing in it."""
+    """None, NaN, pd.NA, NaT and the empty string: a cell with nothing in it."""
     if value is None:
         return True
-    if isinstance(value, float):
-        return math.isnan(value)
     if isinstance(value, str):
         return value.strip() == ""
-    try:
-        return bool(value != value)  # numpy / pandas NaN, pd.NA
-    except (TypeError, ValueError):
-        return False
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
 def number(value: Any) -> float | None:
