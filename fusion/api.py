@@ -56,12 +56,21 @@ def train(
 
 
 def predict(
-    ckpt_path: str | Path, manifest: str | Path, output: str | Path | None = None, k: int | None = None
+    ckpt_path: str | Path,
+    manifest: str | Path,
+    output: str | Path | None = None,
+    k: int | None = None,
+    report: str | None = None,
+    explanations: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Predict every patient of a manifest with a trained checkpoint (any modality may be missing); with `k`,
-    also write each patient's k most similar training patients beside `output` (as ``retrieval.k``)."""
+    """Predict every patient of a manifest with a trained checkpoint (any modality may be missing), as
+    fusion-predict does: with `k`, also write each patient's k most similar training patients beside `output`
+    (``retrieval.k``); ``report="patients"`` writes a page per patient (with a fusion-explain folder
+    `explanations` when given)."""
     quiet_third_party()
-    return predict_manifest(ckpt_path, manifest, output=output, retrieval_k=k)
+    return predict_manifest(
+        ckpt_path, manifest, output=output, retrieval_k=k, report=report, explanations=explanations
+    )
 
 
 def explain(

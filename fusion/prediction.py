@@ -30,18 +30,22 @@ from fusion.checkpoint import (
     stored_references,
 )
 from fusion.data.cohort import Cohort
+from fusion.errors import ConfigError
 from fusion.evaluation import EvaluationSettings, has_labels, labels_by_head
 from fusion.pipeline import build_datamodule
 from fusion.prediction_table import add_survival_columns, predict_frame, write_predictions
 from fusion.provenance import file_sha256
+from fusion.report.patient_pages.from_prediction import check_report_options, write_prediction_pages
 from fusion.retrieval.neighbours import check_k, neighbour_tables, write_neighbour_tables
-from fusion.retrieval.reference_set import stored_reference_set
+from fusion.retrieval.reference_set import ReferenceSet, stored_reference_set
 from fusion.retrieval.summaries import summary_horizons
 from fusion.scoring import evaluate_and_report, records_provenance, write_metrics
 
 log = logging.getLogger(__name__)
 #: the metric-key prefix and records key of a scored manifest: "predict/grade_auroc", ...
 STAGE = "predict"
+#: the similar patients a patient page shows when retrieval.k is not set
+PAGE_NEIGHBOURS = 10
 
 
 def predict_manifest(
@@ -54,6 +58,8 @@ def predict_manifest(
     evaluation: Any | None = None,
     report_dir: str | Path | None = None,
     retrieval_k: int | None = None,
+    report: str | None = None,
+    explanations: str | Path | None = None,
 ) -> pd.DataFrame:
     """Predict every patient of `manifest`; write `output` (CSV) if given and return the table.
 
@@ -68,14 +74,14 @@ def predict_manifest(
     `retrieval_k`: also write each patient's `retrieval_k` most similar training patients beside `output`
     (``neighbours.csv``, ``neighbour_summary.csv``; `fusion.retrieval`), from the reference set fusion-train
     stored beside the checkpoint.
+    `report="patients"`: one HTML page per patient in `report/patients/` beside `output`, with the
+    fusion-explain folder `explanations` when given (`fusion.report.patient_pages`).
     """
+    check_report_options(report, explanations, output)
     settings = None if evaluation is None else EvaluationSettings.from_config(evaluation)
     checkpoint = load_checkpoint(ckpt_path)
     cfg, modalities, heads, lit = load_model(checkpoint)
-    reference_set = None
-    if retrieval_k:  # a missing reference set or a k too large fails before anything is predicted
-        reference_set = stored_reference_set(ckpt_path, checkpoint)
-        check_k(retrieval_k, reference_set)
+    retrieval_k, reference_set = _retrieval(ckpt_path, checkpoint, retrieval_k, report)
 
     cohort = Cohort.load(manifest)
     cfg.data.batch_size, cfg.data.num_workers = batch_size, num_workers
@@ -102,6 +108,7 @@ def predict_manifest(
     frame["model_id"] = provenance["model_id"]
     if output is not None:
         write_predictions(output, frame, provenance)
+    neighbours = summary = None
     if reference_set is not None and retrieval_k:
         neighbours, summary = neighbour_tables(
             lit.model,
@@ -114,6 +121,20 @@ def predict_manifest(
         )
         write_neighbour_tables(Path(output or ".").parent, neighbours, summary)
     scored = datamodule.records.get(STAGE, [])
+    if report is not None and output is not None:  # report=patients (checked above)
+        pages = write_prediction_pages(
+            output,
+            frame,
+            heads,
+            list(modalities),
+            scored,
+            stored_references(checkpoint),
+            provenance,
+            explanations,
+            neighbours,
+            summary,
+        )
+        log.info("patient pages: %d written to %s", len(pages) - 1, pages[-1].parent)
     if settings is not None and has_labels(labels_by_head(scored, heads)):
         folder = Path(report_dir) if report_dir is not None else Path(output or ".").parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,6 +161,29 @@ def predict_manifest(
         write_metrics(folder / "metrics.json", result.metrics, result.ci95, info, provenance)
         log.info("labelled manifest: metrics (%s/ keys) and report written to %s", STAGE, folder)
     return frame
+
+
+def _retrieval(
+    ckpt_path: str | Path, checkpoint: dict, k: int | None, report: str | None
+) -> tuple[int | None, ReferenceSet | None]:
+    """The neighbours to find and the reference set to find them in, checked before anything is predicted.
+
+    `k` given: the stored reference set must exist and hold more than k patients. `k` unset with
+    ``report=patients``: the pages show the `PAGE_NEIGHBOURS` nearest training patients when the checkpoint
+    has a reference set (fewer when it is smaller), and say so when it has none.
+    """
+    if k:
+        reference_set = stored_reference_set(ckpt_path, checkpoint)
+        check_k(k, reference_set)
+        return k, reference_set
+    if k is None and report is not None:
+        try:
+            reference_set = stored_reference_set(ckpt_path, checkpoint)
+        except ConfigError as error:
+            log.warning("patient pages without similar patients: %s", error)
+            return None, None
+        return min(PAGE_NEIGHBOURS, len(reference_set.patient_ids) - 1), reference_set
+    return None, None
 
 
 def _horizons(settings: EvaluationSettings | None, cfg: Any) -> list[float] | None:

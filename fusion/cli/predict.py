@@ -24,6 +24,8 @@ def main(cfg: DictConfig) -> None:
         evaluation=cfg.get("evaluation"),
         report_dir=cfg.paths.output_dir,
         retrieval_k=cfg.get("retrieval", {}).get("k"),
+        report=cfg.get("report"),
+        explanations=cfg.get("explanations"),
     )
     print(f"wrote {len(frame)} predictions to {cfg.output}")
 
