@@ -45,6 +45,7 @@ from fusion.pipeline import (
     unimodal_weight,
 )
 from fusion.prediction_table import predict_frame
+from fusion.report.wandb import log_embeddings
 from fusion.resume import (
     is_resuming,
     keep_csv_logs,
@@ -53,7 +54,8 @@ from fusion.resume import (
     wandb_resume_kwargs,
     warn_other_folder,
 )
-from fusion.scoring import evaluate_training_run, write_metrics
+from fusion.retrieval.split_metrics import split_retrieval_metrics
+from fusion.scoring import evaluate_training_run, labels_frame, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,9 @@ def _fit_and_evaluate(
     if ckpt and trainer.is_global_zero:
         with optional_step("explanation base values (mean outputs over the training split)"):
             _store_explain_base(cfg, lit, datamodule, heads, ckpt)
+    if ckpt and trainer.is_global_zero and datamodule.records.get("test"):
+        with optional_step("retrieval metrics of the test split"):
+            metrics.update(_retrieval_quality(cfg, trainer, lit, datamodule, heads, ckpt))
     info: dict[str, Any] = {
         "best_checkpoint": best,
         "epochs": trainer.current_epoch,
@@ -193,6 +198,32 @@ def _store_explain_base(
     lit.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
     base = mean_targets(lit.model, heads, datamodule.loader("train", train=False))
     store_explain_base(ckpt, as_nested(base))
+
+
+def _retrieval_quality(
+    cfg: DictConfig, trainer: L.Trainer, lit: LitFusion, datamodule: Any, heads: dict[str, Any], ckpt: str
+) -> dict[str, float]:
+    """The test patients' similar-patient search among the training patients, with the selected weights:
+    ``test/retrieval_*`` metrics (`fusion.retrieval.split_metrics`), and the test patients' fused embeddings
+    as a W&B table (labels joined only with ``evaluation.wandb_table``, like the predictions table)."""
+    options = cfg.get("retrieval") or {}
+    if not options.get("metrics", True) and not options.get("wandb_embeddings", True):
+        return {}
+    records = datamodule.records
+    lit.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    quality, embeddings = split_retrieval_metrics(
+        lit.model,
+        heads,
+        records.get("train", []),
+        datamodule.loader("train", train=False),
+        records["test"],
+        datamodule.loader("test", train=False),
+    )
+    if options.get("wandb_embeddings", True):
+        if cfg.get("evaluation", {}).get("wandb_table", False):
+            embeddings = labels_frame(records["test"], heads).merge(embeddings, on="patient_id")
+        log_embeddings(trainer.loggers, embeddings)
+    return {f"test/{k}": v for k, v in quality.items()} if options.get("metrics", True) else {}
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
