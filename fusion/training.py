@@ -45,7 +45,7 @@ from fusion.pipeline import (
     unimodal_weight,
 )
 from fusion.prediction_table import predict_frame
-from fusion.report.wandb import log_embeddings
+from fusion.report.wandb import log_embeddings, wandb_runs
 from fusion.resume import (
     is_resuming,
     keep_csv_logs,
@@ -204,10 +204,15 @@ def _retrieval_quality(
     cfg: DictConfig, trainer: L.Trainer, lit: LitFusion, datamodule: Any, heads: dict[str, Any], ckpt: str
 ) -> dict[str, float]:
     """The test patients' similar-patient search among the training patients, with the selected weights:
-    ``test/retrieval_*`` metrics (`fusion.retrieval.split_metrics`), and the test patients' fused embeddings
-    as a W&B table (labels joined only with ``evaluation.wandb_table``, like the predictions table)."""
-    options = cfg.get("retrieval") or {}
-    if not options.get("metrics", True) and not options.get("wandb_embeddings", True):
+    ``test/retrieval_*`` metrics (`fusion.retrieval.split_metrics`; off with ``retrieval.metrics=false``).
+    With a W&B logger and ``evaluation.wandb_table=true`` (per-patient tables are sent only on request, as
+    the predictions table), also the test patients' fused embeddings and labels as the table
+    ``test_embeddings`` (W&B's projector view)."""
+    scored = bool((cfg.get("retrieval") or {}).get("metrics", True))
+    table = bool((cfg.get("evaluation") or {}).get("wandb_table", False)) and bool(
+        wandb_runs(trainer.loggers)
+    )
+    if not (scored or table):
         return {}
     records = datamodule.records
     lit.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
@@ -219,11 +224,11 @@ def _retrieval_quality(
         records["test"],
         datamodule.loader("test", train=False),
     )
-    if options.get("wandb_embeddings", True):
-        if cfg.get("evaluation", {}).get("wandb_table", False):
-            embeddings = labels_frame(records["test"], heads).merge(embeddings, on="patient_id")
-        log_embeddings(trainer.loggers, embeddings)
-    return {f"test/{k}": v for k, v in quality.items()} if options.get("metrics", True) else {}
+    if table:
+        log_embeddings(
+            trainer.loggers, labels_frame(records["test"], heads).merge(embeddings, on="patient_id")
+        )
+    return {f"test/{k}": v for k, v in quality.items()} if scored else {}
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
