@@ -104,6 +104,10 @@ def quality(ckpt: Path, manifest: Path) -> pd.DataFrame:
 
     fused = {split: embed(split, None) for split in ("train", "test")}
     rows = [score("fused", fused["train"], fused["test"], by_id, heads, truth)]
+    chance = np.random.default_rng(0).integers(0, len(fused["train"][0]), (len(fused["test"][0]), K))
+    rows.append(
+        score("random neighbours (chance)", fused["train"], fused["test"], by_id, heads, truth, chance)
+    )
     for name in modalities:
         alone_refs, alone_queries = embed("train", name), embed("test", name)
         rows.append(score(f"{name} alone", alone_refs, alone_queries, by_id, heads, truth))
@@ -119,9 +123,10 @@ def subset(split: tuple[list[str], np.ndarray], ids: set[str]) -> tuple[list[str
     return [split[0][i] for i in keep], split[1][keep]
 
 
-def score(label, references, queries, by_id, heads, truth) -> dict:
+def score(label, references, queries, by_id, heads, truth, indices=None) -> dict:
     (ref_ids, ref_emb), (query_ids, query_emb) = references, queries
-    indices, _ = nearest(query_emb, ref_emb, K)
+    if indices is None:
+        indices, _ = nearest(query_emb, ref_emb, K)
     refs, qs = [by_id[p] for p in ref_ids], [by_id[p] for p in query_ids]
     classes = {h: (class_labels(qs, h), class_labels(refs, h)) for h in ("grade", "response") if h in heads}
     survival = (

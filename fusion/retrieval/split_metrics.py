@@ -85,7 +85,7 @@ def _fused_embeddings(
     was_training = model.training
     model.eval()
     ids: list[str] = []
-    embeddings, present = [], []
+    parts: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per batch: rows embedded, their embeddings
     try:
         with torch.no_grad():
             for batch in batches:
@@ -94,14 +94,16 @@ def _fused_embeddings(
                 if only is not None:  # the fuser refuses a patient with no modality: only the rows with it
                     rows = encoded[only][1]
                     encoded = {n: (t[rows], p[rows] & (n == only)) for n, (t, p) in encoded.items()}
-                z = model.fuser(encoded).float().cpu()
-                full = z.new_zeros(len(rows), z.shape[1])
-                full[rows.cpu()] = z
-                embeddings.append(full)
-                present.append(rows.cpu())
+                parts.append((rows.cpu(), model.fuser(encoded).float().cpu() if rows.any() else None))
                 ids += list(batch["patient_id"])
     finally:
         model.train(was_training)
-    if not ids:
-        return [], torch.zeros(0, 0), torch.zeros(0, dtype=torch.bool)
-    return ids, torch.cat(embeddings), torch.cat(present)
+    width = next((z.shape[1] for _, z in parts if z is not None), 0)
+    embeddings = torch.zeros(len(ids), width)
+    has_any = torch.cat([rows for rows, _ in parts]) if parts else torch.zeros(0, dtype=torch.bool)
+    start = 0
+    for rows, z in parts:
+        if z is not None:
+            embeddings[start : start + len(rows)][rows] = z
+        start += len(rows)
+    return ids, embeddings, has_any

@@ -6,7 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from fusion.data.records import PatientRecord
+from fusion.heads.grade import GradeHead
+from fusion.heads.survival import SurvivalHead
 from fusion.retrieval.quality import (
     acc_at_k,
     hidden_state_ratio,
@@ -16,6 +20,7 @@ from fusion.retrieval.quality import (
     neighbour_risk,
     retrieval_metrics,
 )
+from fusion.retrieval.split_metrics import _fused_embeddings, split_retrieval_metrics
 
 NAN = math.nan
 # 4 queries, 3 neighbours each (best first)
@@ -88,3 +93,63 @@ def test_retrieval_metrics_keys():
         "retrieval_grade_mvacc@2": 1.0,  # q0: a 0-1 tie, 0 is nearer
         "retrieval_survival_cindex": pytest.approx(1.0),
     }
+
+
+class TwoModalityModel(torch.nn.Module):
+    """encode: modality a's token is (1, 0) per row, b's (0, 1); the fuser averages the present tokens and
+    refuses a row with none (as the real fusers do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, inputs):
+        out = {}
+        for i, name in enumerate(("a", "b")):
+            present = inputs[name]["present"]
+            tokens = torch.zeros(len(present), 1, 2)
+            tokens[:, 0, i] = 1.0
+            out[name] = (tokens, present)
+        return out
+
+    def fuser(self, encoded):
+        present = torch.stack([p for _, p in encoded.values()], dim=1)
+        assert present.any(dim=1).all(), "a row with no modality"
+        total = sum(t[:, 0] * p[:, None] for t, p in encoded.values())
+        return total / present.sum(dim=1, keepdim=True)
+
+
+def batch(ids, a, b):
+    return {
+        "patient_id": ids,
+        "inputs": {"a": {"present": torch.tensor(a)}, "b": {"present": torch.tensor(b)}},
+    }
+
+
+def test_fused_embeddings_of_one_modality_mark_the_others_absent():
+    batches = [batch(["p1", "p2"], [True, False], [True, True]), batch(["p3"], [False], [True])]
+    ids, z, has_any = _fused_embeddings(TwoModalityModel(), batches)
+    assert ids == ["p1", "p2", "p3"] and has_any.tolist() == [True, True, True]
+    assert z.tolist() == [[0.5, 0.5], [0.0, 1.0], [0.0, 1.0]]
+    ids, z, has_any = _fused_embeddings(TwoModalityModel(), batches, only="a")  # batch 2: nobody has a
+    assert has_any.tolist() == [True, False, False] and z[0].tolist() == [1.0, 0.0]
+
+
+def test_split_retrieval_metrics_scores_the_queries_against_the_references():
+    references = [
+        PatientRecord("r1", labels={"grade": 0, "survival": (1.0, 1)}),
+        PatientRecord("r2", labels={"grade": 1, "survival": (9.0, 0)}),
+    ]
+    queries = [PatientRecord("q1", labels={"grade": 0, "survival": (2.0, 1)})]
+    heads = {"grade": GradeHead(2, classes=[1, 2]), "survival": SurvivalHead(2)}
+    metrics, embeddings = split_retrieval_metrics(
+        TwoModalityModel(),
+        heads,
+        references,
+        [batch(["r1", "r2"], [True, False], [False, True])],
+        queries,
+        [batch(["q1"], [True], [False])],
+    )
+    assert metrics["retrieval_grade_acc@1"] == 1.0  # q1 (a only) finds r1 (a only), grade 0
+    assert list(embeddings.columns) == ["patient_id", "emb_0", "emb_1"]
+    assert set(metrics) == {"retrieval_grade_acc@1", "retrieval_survival_cindex"}
