@@ -103,6 +103,7 @@ class TwoModalityModel(torch.nn.Module):
         super().__init__()
         self.unused = torch.nn.Parameter(torch.zeros(1))
         self.heads = {"h": GradeHead(2, classes=[1, 2])}  # the fused width d = a head's in_dim
+        self.encoders = {"a": None, "b": None}
 
     def encode(self, inputs):
         out = {}
