@@ -54,6 +54,7 @@ from fusion.pipeline import (
 )
 from fusion.prediction_table import add_survival_columns, predict_frame, write_predictions
 from fusion.provenance import file_sha256
+from fusion.report.wandb import log_embeddings, wandb_runs
 from fusion.resume import (
     is_resuming,
     keep_csv_logs,
@@ -63,8 +64,9 @@ from fusion.resume import (
     warn_other_folder,
 )
 from fusion.retrieval.embeddings import state_dict_digest
-from fusion.retrieval.reference_set import build_reference_set
-from fusion.scoring import evaluate_training_run, records_provenance, write_metrics
+from fusion.retrieval.reference_set import ReferenceSet, build_reference_set
+from fusion.retrieval.split_metrics import split_retrieval_metrics
+from fusion.scoring import evaluate_training_run, labels_frame, records_provenance, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,10 @@ def _fit_and_evaluate(
         with optional_step("explanation base values (mean outputs over the training split)"):
             _store_explain_base(cfg, lit, datamodule, heads, ckpt)
         with optional_step("reference set of similar patients (the training split's fused embeddings)"):
-            _store_reference_set(cfg, lit, datamodule, heads, ckpt)
+            reference = _store_reference_set(cfg, lit, datamodule, heads, ckpt)
+            if datamodule.records.get("test"):
+                with optional_step("retrieval metrics of the test split"):
+                    metrics.update(_retrieval_quality(cfg, trainer, lit, datamodule, heads, reference))
     # the best checkpoint is final from here on (references and base values stored): its hash is the model id
     provenance = {**lit.checkpoint_extras[PROVENANCE_KEY], "model_id": None}
     if ckpt and trainer.is_global_zero:  # rank 0 wrote it; only rank 0 writes the files that name it
@@ -232,10 +237,11 @@ def _store_explain_base(
 
 def _store_reference_set(
     cfg: DictConfig, lit: LitFusion, datamodule: Any, heads: dict[str, Any], ckpt: str
-) -> None:
+) -> ReferenceSet:
     """The training split's fused embeddings and labels, with the selected weights, as reference_set.pt beside
     the best checkpoint: what fusion-similar searches (`fusion.retrieval.reference_set`). Not written with
-    fewer than ``privacy.min_group`` training patients."""
+    fewer than ``privacy.min_group`` training patients. Returned (written or not), and `lit` keeps the
+    selected weights, for the retrieval metrics."""
     train = datamodule.records.get("train", [])
     state_dict = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     lit.load_state_dict(state_dict)
@@ -248,6 +254,42 @@ def _store_reference_set(
         Path(ckpt).name,
     )
     reference.save(Path(ckpt).parent, int(cfg.get("privacy", {}).get("min_group", MIN_GROUP)))
+    return reference
+
+
+def _retrieval_quality(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    lit: LitFusion,
+    datamodule: Any,
+    heads: dict[str, Any],
+    reference: ReferenceSet,
+) -> dict[str, float]:
+    """The test patients' similar-patient search among the training patients, with the selected weights:
+    ``test/retrieval_*`` metrics (`fusion.retrieval.split_metrics`; off with ``retrieval.metrics=false``).
+    With a W&B logger and ``evaluation.wandb_table=true`` (per-patient tables are sent only on request, as
+    the predictions table), also the test patients' fused embeddings and labels as the table
+    ``test_embeddings`` (W&B's projector view)."""
+    scored = bool((cfg.get("retrieval") or {}).get("metrics", True))
+    table = bool((cfg.get("evaluation") or {}).get("wandb_table", False)) and bool(
+        wandb_runs(trainer.loggers)
+    )
+    if not (scored or table):
+        return {}
+    records = datamodule.records
+    quality, embeddings = split_retrieval_metrics(
+        lit.model,
+        heads,
+        records.get("train", []),
+        reference,
+        records["test"],
+        datamodule.loader("test", train=False),
+    )
+    if table:
+        log_embeddings(
+            trainer.loggers, labels_frame(records["test"], heads).merge(embeddings, on="patient_id")
+        )
+    return {f"test/{k}": v for k, v in quality.items()} if scored else {}
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,8 @@ MetricRange = tuple[float | None, float | None]
 #: metric names fusion knows to lie in [0, 1], matched at the end of a key such as ``test/grade_auroc``:
 #: AUROC, C-index (Harrell, Uno), balanced accuracy, macro F1, AUPRC, ECE, IBS, td-AUC and Brier at a horizon
 _UNIT_INTERVAL = re.compile(
-    r"(?:^|[_/])(?:auroc|cindex|balanced_accuracy|f1_macro|auprc|ece|ibs|(?:td_auc|brier)_[^_/]+)$"
+    # (mv)acc@k: the retrieval metrics of fusion.retrieval.quality (test/retrieval_grade_acc@5)
+    r"(?:^|[_/])(?:auroc|cindex|balanced_accuracy|f1_macro|auprc|ece|ibs|(?:td_auc|brier)_[^_/]+|(?:mv)?acc@\d+)$"
 )
 
 

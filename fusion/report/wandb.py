@@ -53,3 +53,18 @@ def log_report(
     tables = "metric and prediction tables" if predictions is not None else "metric table"
     log.info("logged %d figures and the %s %s to W&B", len(figures), stage, tables)
     return len(runs)
+
+
+def log_embeddings(loggers: list[Any], embeddings: pd.DataFrame, stage: str = "test") -> int:
+    """Log the patients' fused embeddings (patient_id, label columns when given, emb_0 .. emb_<d-1>) as the
+    W&B table ``<stage>_embeddings`` (W&B's projector view plots it); return how many runs got it."""
+    runs = wandb_runs(loggers)
+    if not runs:
+        return 0
+    import wandb
+
+    table = wandb.Table(dataframe=embeddings.astype(object).where(embeddings.notna(), None))
+    for run in runs:
+        run.log({f"{stage}_embeddings": table})
+    log.info("logged the %d %s patients' fused embeddings to W&B", len(embeddings), stage)
+    return len(runs)

@@ -27,6 +27,13 @@ def test_cv_runs_every_fold_and_tests_each_patient_once(tiny_cohort, tmp_path):
     assert [f["fold"] for f in summary["folds"]] == [0, 1, 2]
     assert {"test/survival_cindex", "test/grade_auroc"} <= set(summary["mean"])
     assert "Nadeau-Bengio" in summary["ci_method"]  # the folds' training sets overlap
+    # retrieval quality of each fold's test patients among its training patients (fusion.retrieval.quality)
+    retrieval = {
+        "test/retrieval_grade_acc@5",
+        "test/retrieval_response_mvacc@5",
+        "test/retrieval_survival_cindex",
+    }
+    assert retrieval <= set(summary["mean"]) and retrieval <= set(summary["ci95"])
     # n_test / n_train per fold from each fold's own metrics.json (training patients = train + val)
     sizes = [
         json.loads((tmp_path / f"repeat0_fold{k}" / "metrics.json").read_text())["info"]["n_patients"]

@@ -108,7 +108,8 @@ def test_wandb_offline_run_holds_figures_and_tables(run):
     run_dir = next((run / "wandb").glob("offline-run-*"))
     assert len(list(run_dir.rglob("media/images/**/*.png"))) == len(FIGURES)
     tables = {p.name.rsplit("_", 2)[0] for p in run_dir.rglob("media/table/*.table.json")}
-    assert tables == {"test_predictions", "test_metrics"}
+    # test_embeddings: the test patients' fused embeddings with labels (projector view; fusion.training)
+    assert tables == {"test_predictions", "test_metrics", "test_embeddings"}
 
 
 def test_best_checkpoint_carries_the_survival_reference(run):

@@ -45,8 +45,8 @@ LAYERS: list[tuple[str, ...]] = [
     # resuming a run (its command, its loggers' state); Lightning callbacks of a training run
     ("fusion.resume", "fusion.callbacks"),
     ("fusion.lit", "fusion.prediction_table"),  # Lightning module; predict_step outputs -> a table
-    # per-patient attributions: modality Shapley values, Integrated Gradients, tile and imaging maps
-    # similar patients: fused embeddings, the reference set, cosine search, neighbour tables
+    # per-patient attributions: modality Shapley values, Integrated Gradients, tile and imaging maps;
+    # similar patients: fused embeddings, nearest-neighbour search, retrieval quality
     ("fusion.attribution", "fusion.retrieval"),
     ("fusion.console",),  # what runs print: progress bar, epoch lines, quiet libraries, the final summary
     # encoders -> fuser -> heads; optimiser and schedule factories; non-finite outputs/losses/weights
