@@ -178,7 +178,11 @@ def _fit_and_evaluate(
             reference = _store_reference_set(cfg, lit, datamodule, heads, ckpt)
             if datamodule.records.get("test"):
                 with optional_step("retrieval metrics of the test split"):
-                    metrics.update(_retrieval_quality(cfg, trainer, lit, datamodule, heads, reference))
+                    quality, intervals = _retrieval_quality(
+                        cfg, trainer, lit, datamodule, heads, settings, reference
+                    )
+                    metrics.update(quality)
+                    ci95.update(intervals)
     # the best checkpoint is final from here on (references and base values stored): its hash is the model id
     provenance = {**lit.checkpoint_extras[PROVENANCE_KEY], "model_id": None}
     if ckpt and trainer.is_global_zero:  # rank 0 wrote it; only rank 0 writes the files that name it
@@ -263,8 +267,9 @@ def _retrieval_quality(
     lit: LitFusion,
     datamodule: Any,
     heads: dict[str, Any],
+    settings: EvaluationSettings,
     reference: ReferenceSet,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """The test patients' similar-patient search among the training patients, with the selected weights:
     ``test/retrieval_*`` metrics (`fusion.retrieval.split_metrics`; off with ``retrieval.metrics=false``).
     With a W&B logger and ``evaluation.wandb_table=true`` (per-patient tables are sent only on request, as
@@ -275,21 +280,26 @@ def _retrieval_quality(
         wandb_runs(trainer.loggers)
     )
     if not (scored or table):
-        return {}
+        return {}, {}
     records = datamodule.records
-    quality, embeddings = split_retrieval_metrics(
+    quality, intervals, embeddings = split_retrieval_metrics(
         lit.model,
         heads,
         records.get("train", []),
         reference,
         records["test"],
         datamodule.loader("test", train=False),
+        settings.n_bootstrap,
+        settings.seed,
+        settings.level,
     )
     if table:
         log_embeddings(
             trainer.loggers, labels_frame(records["test"], heads).merge(embeddings, on="patient_id")
         )
-    return {f"test/{k}": v for k, v in quality.items()} if scored else {}
+    if not scored:
+        return {}, {}
+    return {f"test/{k}": v for k, v in quality.items()}, {f"test/{k}": v for k, v in intervals.items()}
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def neighbour_table(
             reference.embeddings,
             k,
             exclude if any(e is not None for e in exclude) else None,
+            index="auto",  # faiss above 10⁵ references when installed (the `retrieval` extra)
         )
         found = {q: (indices[row], similarities[row]) for row, q in enumerate(searchable)}
     label_names = list(reference.labels)

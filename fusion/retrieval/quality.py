@@ -22,7 +22,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from fusion.metrics.survival import harrell_cindex
+from fusion.metrics.bootstrap import Metric, point
+from fusion.metrics.weighted_survival import harrell_cindex as weighted_harrell
+from fusion.metrics.weighted_survival import weighted_mean
 
 #: the k of Acc@k and MVAcc@k (each used when the reference set holds at least k patients)
 KS = (1, 5, 10)
@@ -33,20 +35,35 @@ SURVIVAL_K = 10
 def acc_at_k(query: np.ndarray, neighbours: np.ndarray, k: int) -> float:
     """Share of queries (known label) with their class among the top-k neighbours' labels.
     query (Q,), neighbours (Q, K >= k) best first; NaN = unknown."""
-    query, top, known = _known_queries(query, neighbours, k)
-    if not known.any():
-        return math.nan
-    return float((top[known] == query[known, None]).any(axis=1).mean())
+    return _share(acc_hits(query, neighbours, k))
 
 
 def mvacc_at_k(query: np.ndarray, neighbours: np.ndarray, k: int) -> float:
     """Share of queries (known label) whose class is the majority vote of their top-k neighbours (ties: the
     tied class ranked nearest; no known neighbour label: a miss)."""
+    return _share(mvacc_hits(query, neighbours, k))
+
+
+def acc_hits(query: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
+    """Per query: 1 when its class is among the top-k neighbours' labels, else 0; NaN for an unknown label."""
     query, top, known = _known_queries(query, neighbours, k)
-    if not known.any():
-        return math.nan
-    hits = [majority(row) == label for label, row in zip(query[known], top[known], strict=True)]
-    return float(np.mean(hits))
+    hits = np.full(len(query), np.nan)
+    hits[known] = (top[known] == query[known, None]).any(axis=1)
+    return hits
+
+
+def mvacc_hits(query: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
+    """Per query: 1 when its class is the top-k neighbours' majority vote, else 0; NaN for an unknown
+    label."""
+    query, top, known = _known_queries(query, neighbours, k)
+    hits = np.full(len(query), np.nan)
+    hits[known] = [majority(row) == label for label, row in zip(query[known], top[known], strict=True)]
+    return hits
+
+
+def _share(hits: np.ndarray) -> float:
+    known = ~np.isnan(hits)
+    return float(hits[known].mean()) if known.any() else math.nan
 
 
 def majority(labels: np.ndarray) -> float:
@@ -80,11 +97,25 @@ def neighbour_cindex(
 ) -> float:
     """Harrell's C of `neighbour_risk` over the top-k neighbours against the queries' own outcomes
     (queries with an unknown outcome or no known neighbour outcome left out)."""
+    metric = neighbour_cindex_metric(query_time, query_event, neighbour_times, neighbour_events, k)
+    return point(metric, len(query_time))
+
+
+def neighbour_cindex_metric(
+    query_time: np.ndarray,
+    query_event: np.ndarray,
+    neighbour_times: np.ndarray,
+    neighbour_events: np.ndarray,
+    k: int = SURVIVAL_K,
+) -> Metric:
+    """`neighbour_cindex` as a function of (B, Q) bootstrap counts of the queries
+    (`fusion.metrics.bootstrap`)."""
     risk = neighbour_risk(neighbour_times[:, :k], neighbour_events[:, :k])
     usable = ~(np.isnan(risk) | np.isnan(query_time) | np.isnan(query_event))
     if usable.sum() < 2:
-        return math.nan
-    return harrell_cindex(risk[usable], query_time[usable], query_event[usable])
+        return lambda counts: np.full(len(counts), np.nan)
+    time, event = query_time[usable], query_event[usable].astype(bool)
+    return lambda counts: weighted_harrell(counts[:, usable], risk[usable], time, event)
 
 
 def hidden_state_ratio(query_state: np.ndarray, reference_state: np.ndarray, indices: np.ndarray) -> float:
@@ -110,7 +141,22 @@ def retrieval_metrics(
     survival: Mapping[str, tuple[np.ndarray, np.ndarray]],
     ks: Iterable[int] = KS,
 ) -> dict[str, float]:
-    """The metric table of one search: indices (Q, K) best first into the references.
+    """The metric table of one search (`retrieval_metric_functions`' point estimates)."""
+    return {
+        key: point(metric, len(indices))
+        for key, metric in retrieval_metric_functions(indices, classes, survival, ks).items()
+    }
+
+
+def retrieval_metric_functions(
+    indices: np.ndarray,
+    classes: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    survival: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    ks: Iterable[int] = KS,
+) -> dict[str, Metric]:
+    """Every metric of one search as a function of (B, Q) bootstrap counts of the queries, so that the point
+    estimate and its bootstrap CI come from the same code (`fusion.metrics.bootstrap`). indices (Q, K) best
+    first into the references.
 
     classes: head name -> (query labels (Q,), reference labels (N,)), NaN = unknown: Acc@k and MVAcc@k as
     ``retrieval_<head>_acc@<k>`` and ``retrieval_<head>_mvacc@<k>`` for each k <= K (no ``mvacc@1``: the
@@ -118,19 +164,27 @@ def retrieval_metrics(
     survival: head name -> (query (Q, 2), reference (N, 2)) columns time, event: ``retrieval_<head>_cindex``
     over the top min(`SURVIVAL_K`, K) neighbours.
     """
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Metric] = {}
     ks = usable_ks(indices.shape[1], ks)
     for name, (query, reference) in classes.items():
         neighbours = reference[indices]
         for k in ks:
-            metrics[f"retrieval_{name}_acc@{k}"] = acc_at_k(query, neighbours, k)
+            metrics[f"retrieval_{name}_acc@{k}"] = _mean_of(acc_hits(query, neighbours, k))
             if k > 1:  # the vote of one neighbour is Acc@1
-                metrics[f"retrieval_{name}_mvacc@{k}"] = mvacc_at_k(query, neighbours, k)
+                metrics[f"retrieval_{name}_mvacc@{k}"] = _mean_of(mvacc_hits(query, neighbours, k))
     for name, (query, reference) in survival.items():
         times, events = reference[:, 0][indices], reference[:, 1][indices]
         k = min(SURVIVAL_K, indices.shape[1])
-        metrics[f"retrieval_{name}_cindex"] = neighbour_cindex(query[:, 0], query[:, 1], times, events, k)
+        metrics[f"retrieval_{name}_cindex"] = neighbour_cindex_metric(
+            query[:, 0], query[:, 1], times, events, k
+        )
     return metrics
+
+
+def _mean_of(hits: np.ndarray) -> Metric:
+    """The share of hits among the queries with a known label, per bootstrap replicate."""
+    known = ~np.isnan(hits)
+    return lambda counts: weighted_mean(counts[:, known], hits[known])
 
 
 def _known_queries(query: np.ndarray, neighbours: np.ndarray, k: int) -> tuple[np.ndarray, ...]:

@@ -8,6 +8,7 @@ other heads are not scored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -19,9 +20,10 @@ from fusion.heads.base import Head
 from fusion.heads.grade import GradeHead
 from fusion.heads.response import ResponseHead
 from fusion.heads.survival import SurvivalHead
+from fusion.metrics.bootstrap import percentile_ci, point, resample_counts
 from fusion.model import FusionModel
 from fusion.retrieval.embeddings import fused_embeddings
-from fusion.retrieval.quality import retrieval_metrics, usable_ks
+from fusion.retrieval.quality import retrieval_metric_functions, usable_ks
 from fusion.retrieval.reference_set import ReferenceSet
 from fusion.retrieval.search import nearest
 
@@ -33,10 +35,14 @@ def split_retrieval_metrics(
     reference_set: ReferenceSet,
     queries: Sequence[PatientRecord],
     query_batches: Iterable[dict[str, Any]],
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """(metrics keyed ``retrieval_<head>_<metric>`` (no stage prefix), the queries' embeddings: patient_id
-    and emb_0 .. emb_<d-1>). `reference_set`: the reference split's embeddings with `model`'s weights (the
-    one fusion-train stores; `references` its records). Empty metrics when it has no patient."""
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[dict[str, float], dict[str, list[float]], pd.DataFrame]:
+    """(metrics keyed ``retrieval_<head>_<metric>`` (no stage prefix), their bootstrap CIs over the query
+    patients (`n_bootstrap` replicates; none with 0), the queries' embeddings: patient_id and emb_0 ..
+    emb_<d-1>). `reference_set`: the reference split's embeddings with `model`'s weights (the one
+    fusion-train stores; `references` its records). Empty metrics when it has no patient."""
     ref_ids, ref_embeddings = reference_set.patient_ids, reference_set.embeddings
     query_ids, query_embeddings, query_any = fused_embeddings(model, query_batches)
     query_ids = [p for p, keep in zip(query_ids, query_any.tolist(), strict=True) if keep]
@@ -47,7 +53,7 @@ def split_retrieval_metrics(
     frame.insert(0, "patient_id", query_ids)
     ks = usable_ks(len(ref_ids))
     if not ks or not query_ids:
-        return {}, frame
+        return {}, {}, frame
     indices, _ = nearest(query_embeddings, ref_embeddings, max(ks))
     by_id = {r.patient_id: r for r in [*references, *queries]}
     ref_records = [by_id[p] for p in ref_ids]
@@ -58,7 +64,15 @@ def split_retrieval_metrics(
             classes[name] = (class_labels(query_records, name), class_labels(ref_records, name))
         elif isinstance(head, SurvivalHead):
             survival[name] = (survival_labels(query_records, name), survival_labels(ref_records, name))
-    return retrieval_metrics(indices, classes, survival, ks), frame
+    functions = retrieval_metric_functions(indices, classes, survival, ks)
+    metrics = {key: point(metric, len(query_ids)) for key, metric in functions.items()}
+    counts = resample_counts(len(query_ids), n_bootstrap, seed) if n_bootstrap else None
+    ci95: dict[str, list[float]] = {}
+    for key, metric in functions.items():
+        interval = None if counts is None else percentile_ci(metric, counts, level)
+        if interval is not None and math.isfinite(metrics[key]):
+            ci95[key] = list(interval)
+    return metrics, ci95, frame
 
 
 def class_labels(records: Sequence[PatientRecord], head: str) -> np.ndarray:

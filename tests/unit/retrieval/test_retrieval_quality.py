@@ -19,6 +19,7 @@ from fusion.retrieval.quality import (
     mvacc_at_k,
     neighbour_cindex,
     neighbour_risk,
+    retrieval_metric_functions,
     retrieval_metrics,
 )
 from fusion.retrieval.reference_set import ReferenceSet
@@ -146,7 +147,7 @@ def test_split_retrieval_metrics_scores_the_queries_against_the_references():
     ]
     queries = [PatientRecord("q1", labels={"grade": 0, "survival": (2.0, 1)})]
     heads = {"grade": GradeHead(2, classes=[1, 2]), "survival": SurvivalHead(2)}
-    metrics, embeddings = split_retrieval_metrics(
+    metrics, ci95, embeddings = split_retrieval_metrics(
         TwoModalityModel(),
         heads,
         references,
@@ -158,3 +159,28 @@ def test_split_retrieval_metrics_scores_the_queries_against_the_references():
     assert metrics["retrieval_grade_acc@1"] == 1.0  # q1 (a only) finds r1 (a only), grade 0
     assert list(embeddings.columns) == ["patient_id", "emb_0", "emb_1"]
     assert set(metrics) == {"retrieval_grade_acc@1", "retrieval_survival_cindex"}
+
+
+def test_metric_functions_of_bootstrap_counts_equal_the_metrics_of_the_resampled_queries():
+    """The CI replicates come from the same code as the point estimate: a replicate equals the metric
+    recomputed on the resampled query list (labels of the queries and their neighbours resampled alike)."""
+    rng = np.random.default_rng(3)
+    n_queries, n_refs = 30, 40
+    indices = np.argsort(rng.random((n_queries, n_refs)), axis=1)[:, :10]
+    query_class, ref_class = (
+        rng.integers(0, 3, n_queries).astype(float),
+        rng.integers(0, 3, n_refs).astype(float),
+    )
+    query_class[[0, 5]] = np.nan  # unknown labels are left out
+    query_surv = np.column_stack([rng.exponential(10, n_queries) + 0.1, rng.random(n_queries) < 0.6])
+    ref_surv = np.column_stack([rng.exponential(10, n_refs) + 0.1, rng.random(n_refs) < 0.6])
+    functions = retrieval_metric_functions(
+        indices, {"grade": (query_class, ref_class)}, {"survival": (query_surv, ref_surv)}
+    )
+    draw = rng.integers(0, n_queries, n_queries)
+    counts = np.bincount(draw, minlength=n_queries)[None, :].astype(float)
+    again = retrieval_metrics(
+        indices[draw], {"grade": (query_class[draw], ref_class)}, {"survival": (query_surv[draw], ref_surv)}
+    )
+    for key, metric in functions.items():
+        assert metric(counts)[0] == pytest.approx(again[key], abs=1e-12), key
