@@ -18,6 +18,8 @@ COMMANDS = {
     "robustness": "fusion-robustness",
     "demo_data": "fusion-demo-data",
     "extract_features": "fusion-extract-features",
+    "explain": "fusion-explain",
+    "similar": "fusion-similar",
 }
 
 
